@@ -1,0 +1,110 @@
+//! Public rejections. Each one owns its status, its error code and a constant public message;
+//! internal detail (which header, which upstream, which error) goes to logs and events only, so
+//! no dependency's error text ever reaches a client.
+
+use crate::event::EventKind;
+
+/// Why the gateway answered a request itself instead of passing it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reject {
+    /// The path could not be normalized unambiguously (encoded slash, NUL, traversal above root...).
+    BadPath,
+    /// The request is malformed in a way that is not about its path.
+    BadRequest,
+    /// No route names this host and path.
+    NoRoute,
+    /// The path is hidden in this profile (API docs in production).
+    Hidden,
+    /// Too many header bytes or header fields.
+    HeadersTooLarge,
+    /// The request target is longer than allowed.
+    UriTooLong,
+    /// The body is larger than the route allows.
+    BodyTooLarge,
+    /// The client took too long to send its request.
+    RequestTimeout,
+    /// Too many concurrent connections.
+    Overloaded,
+    /// The upstream could not be reached or broke the exchange.
+    BadGateway,
+    /// The upstream did not answer in time.
+    GatewayTimeout,
+    /// The upstream answered with a server error whose body is withheld.
+    UpstreamError(u16),
+    /// A CORS preflight from an origin that is not allowed.
+    CorsDenied,
+}
+
+impl Reject {
+    /// The HTTP status code.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadPath | Self::BadRequest => 400,
+            Self::CorsDenied => 403,
+            Self::NoRoute | Self::Hidden => 404,
+            Self::RequestTimeout => 408,
+            Self::BodyTooLarge => 413,
+            Self::UriTooLong => 414,
+            Self::HeadersTooLarge => 431,
+            Self::BadGateway => 502,
+            Self::Overloaded => 503,
+            Self::GatewayTimeout => 504,
+            Self::UpstreamError(status) => status,
+        }
+    }
+
+    /// The machine-readable error code of the common error body.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BadPath => "bad_path",
+            Self::BadRequest => "bad_request",
+            Self::NoRoute | Self::Hidden => "not_found",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::BodyTooLarge => "body_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::Overloaded => "overloaded",
+            Self::BadGateway => "bad_gateway",
+            Self::GatewayTimeout => "gateway_timeout",
+            Self::UpstreamError(_) => "upstream_error",
+            Self::CorsDenied => "cors_denied",
+        }
+    }
+
+    /// The constant public message.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::BadPath => "The request path is not acceptable",
+            Self::BadRequest => "The request is malformed",
+            Self::NoRoute | Self::Hidden => "Not found",
+            Self::HeadersTooLarge => "Request headers are too large",
+            Self::UriTooLong => "The request URI is too long",
+            Self::BodyTooLarge => "The request body is too large",
+            Self::RequestTimeout => "The request took too long to arrive",
+            Self::Overloaded => "The service is busy, try again later",
+            Self::BadGateway => "The service is unavailable",
+            Self::GatewayTimeout => "The service did not answer in time",
+            Self::UpstreamError(_) => "The service failed to handle the request",
+            Self::CorsDenied => "This origin is not allowed",
+        }
+    }
+
+    /// The security event a rejection records, if it is a security fact at all. Plain misses
+    /// (no route) and upstream failures are metrics, not security events.
+    pub fn event_kind(self) -> Option<EventKind> {
+        match self {
+            Self::BadPath => Some(EventKind::PathRejected),
+            Self::BadRequest => Some(EventKind::MalformedRequest),
+            Self::Hidden => Some(EventKind::HiddenPathProbed),
+            Self::HeadersTooLarge | Self::UriTooLong | Self::BodyTooLarge => {
+                Some(EventKind::RequestLimitExceeded)
+            }
+            Self::RequestTimeout => Some(EventKind::RequestTimeout),
+            Self::Overloaded => Some(EventKind::ConnectionLimitReached),
+            Self::UpstreamError(_) => Some(EventKind::UpstreamErrorWithheld),
+            Self::CorsDenied => Some(EventKind::CorsDenied),
+            Self::NoRoute | Self::BadGateway | Self::GatewayTimeout => None,
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The request path of Portcullis: the listener, the stages in request order, the proxy to the
+//! upstreams and the admin listener.
+//!
+//! Settings arrive here validated and typed (the binary parses and checks the file); nothing in
+//! this crate reads configuration or the environment. Every rejection is a [`Reject`] answered
+//! with the common error body and, when it is a security fact, one [`SecurityEvent`].
+//!
+//! [`Reject`]: portcullis_core::Reject
+//! [`SecurityEvent`]: portcullis_core::SecurityEvent
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod admin;
+mod body;
+mod client_ip;
+mod cors;
+mod events;
+mod hidden;
+mod limits;
+mod listener;
+mod normalize;
+mod proxy;
+mod respond;
+mod route;
+mod settings;
+mod stack;
+mod tls;
+
+pub use events::EventSink;
+pub use listener::{Running, StartError, start};
+pub use settings::{
+    CorsSettings, ErrorDetail, HeaderSettings, LimitSettings, RouteSettings, Settings, TlsSettings,
+    UpstreamSettings,
+};
+pub use tls::{TlsError, load_server_config};

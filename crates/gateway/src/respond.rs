@@ -1,0 +1,236 @@
+//! Response hardening: the common error body, security headers on every response, removal of
+//! headers that fingerprint the stack, and withholding of upstream server-error bodies (which
+//! carry tracebacks, SQL and internal addresses) outside development.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use portcullis_core::{Reject, RequestId};
+
+use crate::body::{Body, full};
+use crate::settings::{ErrorDetail, HeaderSettings};
+
+/// Headers that say which software and version runs behind the gateway.
+const FINGERPRINT_HEADERS: [&str; 9] = [
+    "server",
+    "x-powered-by",
+    "x-aspnet-version",
+    "x-aspnetmvc-version",
+    "x-generator",
+    "x-runtime",
+    "x-version",
+    "x-backend-server",
+    "via",
+];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
+pub(crate) const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The common error body, JSON or HTML by `Accept`, always with the request id.
+pub(crate) fn error_response(
+    reject: Reject,
+    request_id: &RequestId,
+    wants_html: bool,
+    detail: ErrorDetail,
+    internal: &str,
+) -> Response<Body> {
+    let detail = (detail == ErrorDetail::Detailed && !internal.is_empty()).then_some(internal);
+    let (content_type, body) = if wants_html {
+        (
+            "text/html; charset=utf-8",
+            html_body(reject, request_id, detail),
+        )
+    } else {
+        let mut error = serde_json::json!({
+            "code": reject.code(),
+            "message": reject.message(),
+            "request_id": request_id.as_str(),
+        });
+        if let Some(detail) = detail {
+            error["detail"] = serde_json::Value::from(detail);
+        }
+        (
+            "application/json",
+            serde_json::json!({ "error": error }).to_string(),
+        )
+    };
+    let status = StatusCode::from_u16(reject.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(id) = HeaderValue::from_str(request_id.as_str()) {
+        headers.insert("x-request-id", id);
+    }
+    response
+}
+
+fn html_body(reject: Reject, request_id: &RequestId, detail: Option<&str>) -> String {
+    let detail = detail
+        .map(|d| format!("<p><code>{}</code></p>", escape_html(d)))
+        .unwrap_or_default();
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{status} {message}</title></head>\
+         <body><h1>{message}</h1><p>Error <code>{code}</code>, request <code>{id}</code></p>{detail}</body></html>",
+        status = reject.status(),
+        message = escape_html(reject.message()),
+        code = reject.code(),
+        id = escape_html(request_id.as_str()),
+    )
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether the client prefers an HTML error page.
+pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// Pre-built security header values, made once from the settings.
+#[derive(Debug)]
+pub(crate) struct SecurityHeaders {
+    fixed: Vec<(HeaderName, HeaderValue)>,
+    gateway_csp: HeaderValue,
+    hsts: Option<HeaderValue>,
+}
+
+impl SecurityHeaders {
+    pub(crate) fn new(settings: &HeaderSettings, hsts: bool) -> Result<Self, http::Error> {
+        let fixed = vec![
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (header::X_XSS_PROTECTION, HeaderValue::from_static("0")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_str(&settings.referrer_policy)?,
+            ),
+            (
+                HeaderName::from_static("permissions-policy"),
+                HeaderValue::from_str(&settings.permissions_policy)?,
+            ),
+            (
+                HeaderName::from_static("cross-origin-opener-policy"),
+                HeaderValue::from_str(&settings.cross_origin_opener_policy)?,
+            ),
+        ];
+        Ok(Self {
+            fixed,
+            gateway_csp: HeaderValue::from_str(&settings.gateway_csp)?,
+            hsts: if hsts {
+                Some(HeaderValue::from_str(&settings.hsts_value)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Hardens any response. `csp` is the policy to set: the gateway's own for its responses,
+    /// the route's for upstream pages, or `None` to keep what the upstream sent.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap, csp: Option<&HeaderValue>, secure: bool) {
+        for name in FINGERPRINT_HEADERS {
+            headers.remove(name);
+        }
+        for (name, value) in &self.fixed {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(csp) = csp {
+            headers.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+        }
+        if secure && let Some(hsts) = &self.hsts {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
+
+    pub(crate) fn gateway_csp(&self) -> &HeaderValue {
+        &self.gateway_csp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn text(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.map(|c| c.to_bytes());
+        String::from_utf8(bytes.unwrap_or_default().to_vec()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn generic_errors_carry_code_message_and_request_id_only() {
+        let id = RequestId::generate();
+        let response = error_response(
+            Reject::BadGateway,
+            &id,
+            false,
+            ErrorDetail::Generic,
+            "10.1.2.3:8000 refused",
+        );
+        assert_eq!(response.status(), 502);
+        let body = text(response).await;
+        assert!(body.contains(id.as_str()));
+        assert!(body.contains("\"code\":\"bad_gateway\""));
+        assert!(!body.contains("10.1.2.3"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn html_errors_escape_details() {
+        let id = RequestId::generate();
+        let response = error_response(
+            Reject::BadPath,
+            &id,
+            true,
+            ErrorDetail::Detailed,
+            "<script>x</script>",
+        );
+        let body = text(response).await;
+        assert!(body.contains("&lt;script&gt;"));
+        assert!(!body.contains("<script>"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Typed, validated settings of the request path. The binary builds them once at start-up from
+//! the file, the environment, the flags and the profile presets; the hot path only reads them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Everything the gateway needs to serve.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// TLS on the public listener.
+    pub tls: Option<TlsSettings>,
+    /// Peers whose `X-Forwarded-*` headers and request ids are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether plain-HTTP requests from non-loopback clients are redirected to HTTPS.
+    pub https_required: bool,
+    /// Whether `Strict-Transport-Security` is sent on secure responses.
+    pub hsts: bool,
+    /// What error bodies say.
+    pub error_detail: ErrorDetail,
+    /// Paths that answer 404 (API docs in production); empty to show them.
+    pub hidden_paths: Vec<String>,
+    /// Concurrent connections on the public listener.
+    pub max_connections: usize,
+    /// Request limits.
+    pub limits: LimitSettings,
+    /// Upstream client.
+    pub upstream: UpstreamSettings,
+    /// Response security headers.
+    pub headers: HeaderSettings,
+    /// Routes, in file order.
+    pub routes: Vec<RouteSettings>,
+}
+
+/// What error bodies say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDetail {
+    /// Include the internal reason (development only).
+    Detailed,
+    /// Only the code, the public message and the request id.
+    Generic,
+}
+
+/// Certificate and key files, PEM.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Request limits; each one answered with the common error body and a security event.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Sum of header names and values.
+    pub max_header_bytes: usize,
+    /// Number of header fields.
+    pub max_headers: usize,
+    /// Length of the request target.
+    pub max_uri_bytes: usize,
+    /// Body size, unless a route sets its own.
+    pub max_body_bytes: u64,
+    /// Longest wait for a request's headers (slowloris).
+    pub header_read_timeout: Duration,
+    /// Longest time from the request's start to the upstream's response headers.
+    pub request_timeout: Duration,
+}
+
+/// The pooled upstream client.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per upstream.
+    pub max_idle_per_host: usize,
+}
+
+/// Security headers.
+#[derive(Debug, Clone)]
+pub struct HeaderSettings {
+    /// `Referrer-Policy`.
+    pub referrer_policy: String,
+    /// `Permissions-Policy`.
+    pub permissions_policy: String,
+    /// `Cross-Origin-Opener-Policy`.
+    pub cross_origin_opener_policy: String,
+    /// `Content-Security-Policy` of the gateway's own responses.
+    pub gateway_csp: String,
+    /// `Strict-Transport-Security` value when HSTS is on.
+    pub hsts_value: String,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Name in metrics and events.
+    pub name: String,
+    /// Host it applies to (`example.com` or `*.example.com`); any host when absent.
+    pub host: Option<String>,
+    /// Path prefix, matched on whole segments after normalization.
+    pub path: String,
+    /// Upstream base URLs (`http://host:port`), used in turn.
+    pub upstreams: Vec<http::Uri>,
+    /// Body limit of this route.
+    pub max_body_bytes: Option<u64>,
+    /// `Content-Security-Policy` set on this route's upstream responses.
+    pub csp: Option<String>,
+    /// Replace upstream 5xx bodies with the common error body.
+    pub replace_upstream_errors: bool,
+    /// Responses of this route carry secrets: never compress them (BREACH).
+    pub secret: bool,
+    /// CORS, when the route serves other origins.
+    pub cors: Option<CorsSettings>,
+}
+
+/// CORS of one route, with explicit origins only.
+#[derive(Debug, Clone)]
+pub struct CorsSettings {
+    /// Allowed origins, exactly as browsers send them (`https://app.example.com`).
+    pub origins: Vec<String>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub credentials: bool,
+    /// Allowed methods in preflight.
+    pub methods: Vec<String>,
+    /// Allowed request headers in preflight.
+    pub headers: Vec<String>,
+    /// Preflight cache lifetime.
+    pub max_age: Duration,
+}

@@ -1,0 +1,329 @@
+//! The request path, in the order of DESIGN.md. [`Gateway::handle`] is the one place that shows
+//! every stage a request passes, each a call into its own module.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use portcullis_core::{EventKind, Reject, RequestId, SecurityEvent};
+
+use crate::body::{Body, LimitedBody, empty};
+use crate::client_ip::{self, ClientAddr};
+use crate::cors::{self, CorsDecision};
+use crate::events::EventSink;
+use crate::hidden;
+use crate::limits;
+use crate::normalize::normalize;
+use crate::proxy::{self, Forwarding, UpstreamClient};
+use crate::respond::{self, SecurityHeaders};
+use crate::route::{self, Route, RouteTable};
+use crate::settings::Settings;
+
+/// What the listener knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
+    pub(crate) tls: bool,
+}
+
+/// Everything a request needs, built once at start-up.
+pub(crate) struct Gateway {
+    pub(crate) settings: Settings,
+    routes: RouteTable,
+    upstream: UpstreamClient,
+    headers: SecurityHeaders,
+    pub(crate) events: EventSink,
+    listener_is_loopback: bool,
+}
+
+/// A rejection with its internal reason, for logs, events and development error bodies.
+type Rejection = (Reject, String);
+
+/// What the stages know about the request so far.
+struct RequestContext<'g> {
+    id: RequestId,
+    client: ClientAddr,
+    secure: bool,
+    wants_html: bool,
+    route: Option<&'g Route>,
+    /// The request's `Origin`, when the route's CORS policy allows it.
+    cors_origin: Option<HeaderValue>,
+}
+
+/// Marks a response that came from an upstream, whose own CSP is kept unless the route sets one.
+#[derive(Debug, Clone, Copy)]
+struct FromUpstream;
+
+impl Gateway {
+    pub(crate) fn new(settings: Settings, events: EventSink) -> Result<Self, http::Error> {
+        let routes = RouteTable::new(&settings.routes)?;
+        Ok(Self {
+            upstream: proxy::client(&settings.upstream),
+            headers: SecurityHeaders::new(&settings.headers, settings.hsts)?,
+            listener_is_loopback: settings.listen.ip().is_loopback(),
+            routes,
+            events,
+            settings,
+        })
+    }
+
+    pub(crate) async fn handle(
+        &self,
+        request: Request<Incoming>,
+        conn: Connection,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        // Client IP first: every later stage, event and log line speaks of this address.
+        let client =
+            client_ip::resolve(conn.peer, request.headers(), &self.settings.trusted_proxies);
+        // Request id: a client's own only from a trusted proxy, and only when well formed.
+        let id = client
+            .peer_trusted
+            .then(|| request.headers().get("x-request-id"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(RequestId::parse)
+            .unwrap_or_else(RequestId::generate);
+        let forwarded_https = client.peer_trusted
+            && request
+                .headers()
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v == "https");
+        let mut ctx = RequestContext {
+            id,
+            client,
+            secure: conn.tls || forwarded_https,
+            wants_html: respond::wants_html(request.headers()),
+            route: None,
+            cors_origin: None,
+        };
+        let mut response = match self.route_and_forward(request, &mut ctx).await {
+            Ok(response) => response,
+            Err((reject, internal)) => self.reject(reject, &internal, &ctx).await,
+        };
+        let status = response.status();
+        self.finish(&mut response, &ctx);
+        let route_label = ctx
+            .route
+            .map_or("none", |r| r.settings.name.as_str())
+            .to_owned();
+        metrics::counter!("portcullis_requests_total", "route" => route_label.clone(), "status" => status.as_u16().to_string())
+            .increment(1);
+        metrics::histogram!("portcullis_request_duration_seconds", "route" => route_label)
+            .record(started.elapsed().as_secs_f64());
+        response
+    }
+
+    /// The stages after the client is known, up to the upstream's answer.
+    async fn route_and_forward<'g>(
+        &'g self,
+        request: Request<Incoming>,
+        ctx: &mut RequestContext<'g>,
+    ) -> Result<Response<Body>, Rejection> {
+        limits::check(&self.settings.limits, &request)?;
+        if self.settings.https_required && !ctx.secure && !self.listener_is_loopback {
+            return Ok(https_redirect(&request));
+        }
+        let path = normalize(request.uri().path()).map_err(|e| (Reject::BadPath, e.to_string()))?;
+        if hidden::is_hidden(&self.settings.hidden_paths, &path.decoded) {
+            return Err((Reject::Hidden, format!("hidden path {}", path.decoded)));
+        }
+        let host = route::request_host(&request);
+        let route = self
+            .routes
+            .find(host.as_deref(), &path.decoded)
+            .ok_or_else(|| (Reject::NoRoute, String::new()))?;
+        ctx.route = Some(route);
+        match cors::decide(
+            route.settings.cors.as_ref(),
+            request.method(),
+            request.headers(),
+        ) {
+            CorsDecision::Preflight(response) => return Ok(response),
+            CorsDecision::Denied => return Err((Reject::CorsDenied, "origin not listed".into())),
+            CorsDecision::Allowed(origin) => ctx.cors_origin = Some(origin),
+            CorsDecision::None => {}
+        }
+        let path_and_query = match request.uri().query() {
+            Some(query) => format!("{}?{query}", path.encoded),
+            None => path.encoded,
+        };
+        self.forward(request, route, &path_and_query, ctx).await
+    }
+
+    /// Body limit, then the upstream exchange under the request timeout.
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        route: &Route,
+        path_and_query: &str,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let limit = route
+            .settings
+            .max_body_bytes
+            .unwrap_or(self.settings.limits.max_body_bytes);
+        if let Some(length) = content_length(&request)
+            && length > limit
+        {
+            return Err((
+                Reject::BodyTooLarge,
+                format!("content-length {length} over {limit}"),
+            ));
+        }
+        let upstream = route
+            .pick_upstream()
+            .ok_or_else(|| (Reject::BadGateway, "route has no upstream".into()))?;
+        let (parts, body) = request.into_parts();
+        let (body, progress) = LimitedBody::new(body, limit);
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+        let forwarding = Forwarding {
+            client_ip: ctx.client.ip,
+            proto: if ctx.secure { "https" } else { "http" },
+            host: host.as_deref(),
+            request_id: ctx.id.as_str(),
+        };
+        let upstream_request = proxy::upstream_request(
+            parts,
+            body.boxed_unsync(),
+            upstream,
+            path_and_query,
+            &forwarding,
+        )
+        .map_err(|e| (Reject::BadRequest, e.to_string()))?;
+        let exchange = self.upstream.request(upstream_request);
+        let response = match tokio::time::timeout(self.settings.limits.request_timeout, exchange)
+            .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(_)) if progress.over_limit() => {
+                return Err((Reject::BodyTooLarge, format!("body over {limit}")));
+            }
+            Ok(Err(error)) => {
+                let kind = if error.is_connect() {
+                    "connect"
+                } else {
+                    "exchange"
+                };
+                metrics::counter!("portcullis_upstream_errors_total", "route" => route.settings.name.clone(), "kind" => kind)
+                    .increment(1);
+                return Err((
+                    Reject::BadGateway,
+                    format!("upstream {kind} error: {error}"),
+                ));
+            }
+            Err(_) if !progress.finished() => {
+                return Err((
+                    Reject::RequestTimeout,
+                    "client body not received in time".into(),
+                ));
+            }
+            Err(_) => {
+                metrics::counter!("portcullis_upstream_errors_total", "route" => route.settings.name.clone(), "kind" => "timeout")
+                    .increment(1);
+                return Err((
+                    Reject::GatewayTimeout,
+                    "upstream did not answer in time".into(),
+                ));
+            }
+        };
+        let status = response.status();
+        if status.is_server_error() && route.settings.replace_upstream_errors {
+            // The body may hold a traceback: drop it unread; the connection is not reused.
+            return Err((
+                Reject::UpstreamError(status.as_u16()),
+                format!("upstream answered {status}"),
+            ));
+        }
+        let mut response = proxy::downstream_response(response);
+        response.extensions_mut().insert(FromUpstream);
+        Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+    }
+
+    /// The common error body, after the event that explains it is durable.
+    async fn reject(
+        &self,
+        reject: Reject,
+        internal: &str,
+        ctx: &RequestContext<'_>,
+    ) -> Response<Body> {
+        if let Some(kind) = reject.event_kind() {
+            self.emit(kind, ctx, internal).await;
+        }
+        tracing::info!(
+            request_id = ctx.id.as_str(),
+            client_ip = %ctx.client.ip,
+            code = reject.code(),
+            reason = internal,
+            "request rejected"
+        );
+        respond::error_response(
+            reject,
+            &ctx.id,
+            ctx.wants_html,
+            self.settings.error_detail,
+            internal,
+        )
+    }
+
+    async fn emit(&self, kind: EventKind, ctx: &RequestContext<'_>, internal: &str) {
+        let event = SecurityEvent::new(kind, self.events.now())
+            .with_request(&ctx.id, ctx.client.ip)
+            .with_route(ctx.route.map(|r| r.settings.name.as_str()))
+            .with_details(serde_json::json!({ "reason": portcullis_core::mask_pii(internal) }));
+        self.events.emit(event).await;
+    }
+
+    /// Response hardening, on every response, the gateway's own and the upstream's.
+    fn finish(&self, response: &mut Response<Body>, ctx: &RequestContext<'_>) {
+        let csp = if response.extensions().get::<FromUpstream>().is_some() {
+            ctx.route.and_then(|r| r.csp.as_ref())
+        } else {
+            Some(self.headers.gateway_csp())
+        };
+        let headers = response.headers_mut();
+        self.headers.apply(headers, csp, ctx.secure);
+        if let Ok(id) = HeaderValue::from_str(ctx.id.as_str()) {
+            headers.insert("x-request-id", id);
+        }
+        if let (Some(origin), Some(cors)) = (
+            &ctx.cors_origin,
+            ctx.route.and_then(|r| r.settings.cors.as_ref()),
+        ) {
+            cors::add_allowed(headers, origin.clone(), cors);
+        }
+    }
+}
+
+fn content_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn https_redirect<B>(request: &Request<B>) -> Response<Body> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{target}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}

@@ -1,0 +1,701 @@
+//! Configuration: one TOML file, `PORTCULLIS_SECTION__KEY` environment overrides, command-line
+//! flags, and the profile presets, in two stages (as ripgrep does): the raw layers are merged
+//! and checked against the schema (unknown keys name the key and the line), then resolved once
+//! into typed settings that the gateway reads and never re-parses.
+//!
+//! Precedence, highest first: flags, environment, file, profile preset, built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use ipnet::IpNet;
+use portcullis_gateway::{
+    CorsSettings, ErrorDetail, HeaderSettings, LimitSettings, RouteSettings, Settings, TlsSettings,
+    UpstreamSettings,
+};
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// Environment variables that override keys start with this and use `__` between levels.
+const ENV_PREFIX: &str = "PORTCULLIS_";
+
+/// The security profile: a set of presets for the keys below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Profile {
+    /// Local work: detailed errors, docs shown, WAF detecting only.
+    #[default]
+    Development,
+    /// Pre-production: HTTPS required, generic errors, WAF blocking.
+    Staging,
+    /// Production: HTTPS with HSTS, docs hidden, generic errors, WAF blocking.
+    Production,
+}
+
+/// WAF mode (the engine itself comes with its own issue; the mode is part of the profile now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WafMode {
+    Off,
+    Detect,
+    Block,
+}
+
+/// The file's schema. Every key is optional; a missing key takes its preset or default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// `development`, `staging` or `production`.
+    pub(crate) profile: Option<Profile>,
+    pub(crate) server: RawServer,
+    pub(crate) limits: RawLimits,
+    pub(crate) upstream: RawUpstream,
+    pub(crate) headers: RawHeaders,
+    pub(crate) storage: RawStorage,
+    pub(crate) waf: RawWaf,
+    #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub(crate) routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawServer {
+    /// Public listener address.
+    pub(crate) listen: Option<SocketAddr>,
+    /// Admin listener address (`/metrics`, `/healthz`, `/readyz`).
+    pub(crate) admin_listen: Option<SocketAddr>,
+    /// Peers (CIDRs) whose `X-Forwarded-*` headers are believed.
+    pub(crate) trusted_proxies: Option<Vec<IpNet>>,
+    /// TLS certificate and key files.
+    pub(crate) tls: Option<RawTls>,
+    /// The server key, from the environment (`PORTCULLIS_SERVER__SECRET_KEY`); inline only in development.
+    pub(crate) secret_key: Option<String>,
+    /// A file holding the server key.
+    pub(crate) secret_key_file: Option<PathBuf>,
+    /// Where the embedded store and other state live.
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Redirect plain HTTP to HTTPS (preset).
+    pub(crate) https_required: Option<bool>,
+    /// Send `Strict-Transport-Security` (preset).
+    pub(crate) hsts: Option<bool>,
+    /// `detailed` or `generic` error bodies (preset).
+    pub(crate) error_detail: Option<String>,
+    /// Answer 404 on API documentation paths (preset).
+    pub(crate) hide_docs: Option<bool>,
+    /// Documentation paths hidden when `hide_docs` is on.
+    pub(crate) docs_paths: Option<Vec<String>>,
+    /// Concurrent connections on the public listener.
+    pub(crate) max_connections: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) max_header_bytes: Option<usize>,
+    pub(crate) max_headers: Option<usize>,
+    pub(crate) max_uri_bytes: Option<usize>,
+    pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) header_read_timeout: Option<String>,
+    pub(crate) request_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) max_idle_per_host: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawHeaders {
+    pub(crate) referrer_policy: Option<String>,
+    pub(crate) permissions_policy: Option<String>,
+    pub(crate) cross_origin_opener_policy: Option<String>,
+    pub(crate) gateway_csp: Option<String>,
+    pub(crate) hsts_value: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawStorage {
+    /// `postgres://...`; the default is SQLite in the data dir.
+    pub(crate) url: Option<String>,
+    /// Permit SQLite in production (one instance only).
+    pub(crate) allow_sqlite_in_production: Option<bool>,
+    pub(crate) statement_timeout: Option<String>,
+    pub(crate) acquire_timeout: Option<String>,
+    pub(crate) max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawWaf {
+    pub(crate) mode: Option<WafMode>,
+    pub(crate) paranoia: Option<u8>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) name: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) path: String,
+    pub(crate) upstream: Option<Upstreams>,
+    pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) csp: Option<String>,
+    pub(crate) replace_upstream_errors: Option<bool>,
+    pub(crate) secret: Option<bool>,
+    pub(crate) cors: Option<RawCors>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Upstreams {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawCors {
+    pub(crate) origins: Vec<String>,
+    pub(crate) credentials: bool,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) headers: Option<Vec<String>>,
+    pub(crate) max_age: Option<String>,
+}
+
+/// Values the command line sets, above every other layer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Flags {
+    pub(crate) profile: Option<Profile>,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) admin_listen: Option<SocketAddr>,
+    pub(crate) upstream: Option<String>,
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+/// The effective configuration.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) profile: Profile,
+    /// Every key with its effective value (for `config show` and `config check`).
+    pub(crate) effective: RawConfig,
+    /// Keys present in the file itself (to tell inline secrets from injected ones).
+    pub(crate) file_table: Table,
+    pub(crate) settings: Settings,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) storage_url: Option<String>,
+    pub(crate) secret_key: Option<Vec<u8>>,
+}
+
+/// Reads `file` (if any), the environment and the flags, and resolves them.
+pub(crate) fn load(file: Option<&Path>, flags: &Flags) -> anyhow::Result<Config> {
+    let (text, origin) = match file {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (String::new(), "(no file)".to_owned()),
+    };
+    // Stage 1: the file alone, so errors carry its line and column.
+    toml::from_str::<RawConfig>(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
+    let file_table: Table = toml::from_str(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
+    // Stage 2: environment overrides, each checked on its own so errors name the variable.
+    let mut table = file_table.clone();
+    for (name, value) in std::env::vars() {
+        let Some(path) = env_key(&name) else { continue };
+        let mut one = Table::new();
+        set_path(&mut one, &path, parse_env_value(&value));
+        Value::Table(one)
+            .try_into::<RawConfig>()
+            .map_err(|e| anyhow!("environment {name}: {e}"))?;
+        set_path(&mut table, &path, parse_env_value(&value));
+    }
+    let mut raw = Value::Table(table)
+        .try_into::<RawConfig>()
+        .map_err(|e| anyhow!("{origin} with environment: {e}"))?;
+    apply_flags(&mut raw, flags);
+    resolve(raw, file_table)
+}
+
+/// `PORTCULLIS_SERVER__LISTEN` → `["server", "listen"]`; `PORTCULLIS_PROFILE` → `["profile"]`.
+fn env_key(name: &str) -> Option<Vec<String>> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    if rest == "PROFILE" {
+        return Some(vec!["profile".to_owned()]);
+    }
+    if !rest.contains("__") {
+        return None;
+    }
+    Some(rest.split("__").map(str::to_ascii_lowercase).collect())
+}
+
+/// A value that parses as TOML (`true`, `5`, `["a"]`) is taken as such; anything else is a string.
+fn parse_env_value(value: &str) -> Value {
+    let probe = format!("v = {value}");
+    toml::from_str::<Table>(&probe)
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(value.to_owned()))
+}
+
+fn set_path(table: &mut Table, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cursor = table;
+    for key in parents {
+        let entry = cursor
+            .entry(key.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        let Value::Table(next) = entry else { return };
+        cursor = next;
+    }
+    cursor.insert(last.clone(), value);
+}
+
+fn apply_flags(raw: &mut RawConfig, flags: &Flags) {
+    if let Some(profile) = flags.profile {
+        raw.profile = Some(profile);
+    }
+    if let Some(listen) = flags.listen {
+        raw.server.listen = Some(listen);
+    }
+    if let Some(admin) = flags.admin_listen {
+        raw.server.admin_listen = Some(admin);
+    }
+    if let Some(dir) = &flags.data_dir {
+        raw.server.data_dir = Some(dir.clone());
+    }
+    if let Some(upstream) = &flags.upstream {
+        raw.routes = vec![RawRoute {
+            name: Some("default".into()),
+            path: "/".into(),
+            upstream: Some(Upstreams::One(upstream.clone())),
+            ..RawRoute::default()
+        }];
+    }
+}
+
+/// The presets of each profile (DESIGN.md).
+struct Presets {
+    https_required: bool,
+    hsts: bool,
+    error_detail: &'static str,
+    hide_docs: bool,
+    waf_mode: WafMode,
+}
+
+fn presets(profile: Profile) -> Presets {
+    match profile {
+        Profile::Development => Presets {
+            https_required: false,
+            hsts: false,
+            error_detail: "detailed",
+            hide_docs: false,
+            waf_mode: WafMode::Detect,
+        },
+        Profile::Staging => Presets {
+            https_required: true,
+            hsts: false,
+            error_detail: "generic",
+            hide_docs: false,
+            waf_mode: WafMode::Block,
+        },
+        Profile::Production => Presets {
+            https_required: true,
+            hsts: true,
+            error_detail: "generic",
+            hide_docs: true,
+            waf_mode: WafMode::Block,
+        },
+    }
+}
+
+/// Fills every key with its effective value, then builds the typed settings.
+fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
+    let profile = *raw.profile.get_or_insert(Profile::default());
+    let preset = presets(profile);
+    let s = &mut raw.server;
+    let listen = *s
+        .listen
+        .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let admin_listen = *s
+        .admin_listen
+        .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 9090)));
+    let trusted_proxies = s.trusted_proxies.get_or_insert_with(Vec::new).clone();
+    let data_dir = s
+        .data_dir
+        .get_or_insert_with(|| PathBuf::from("portcullis-data"))
+        .clone();
+    let https_required = *s.https_required.get_or_insert(preset.https_required);
+    let hsts = *s.hsts.get_or_insert(preset.hsts);
+    let error_detail = match s
+        .error_detail
+        .get_or_insert_with(|| preset.error_detail.into())
+        .as_str()
+    {
+        "detailed" => ErrorDetail::Detailed,
+        "generic" => ErrorDetail::Generic,
+        other => {
+            bail!("server.error_detail: expected \"detailed\" or \"generic\", found {other:?}")
+        }
+    };
+    let hide_docs = *s.hide_docs.get_or_insert(preset.hide_docs);
+    let docs_paths = s
+        .docs_paths
+        .get_or_insert_with(|| vec!["/docs".into(), "/redoc".into(), "/openapi.json".into()])
+        .clone();
+    let max_connections = *s.max_connections.get_or_insert(10_000);
+    let tls = s.tls.as_ref().map(|t| TlsSettings {
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+    });
+    let secret_key = match (&s.secret_key, &s.secret_key_file) {
+        (Some(_), Some(_)) => {
+            bail!("server.secret_key and server.secret_key_file are both set; keep one")
+        }
+        (Some(key), None) => Some(key.as_bytes().to_vec()),
+        (None, Some(path)) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("server.secret_key_file: reading {}", path.display()))?
+                .trim_ascii()
+                .to_vec(),
+        ),
+        (None, None) => None,
+    };
+
+    let l = &mut raw.limits;
+    let limits = LimitSettings {
+        max_header_bytes: *l.max_header_bytes.get_or_insert(32 * 1024),
+        max_headers: *l.max_headers.get_or_insert(100),
+        max_uri_bytes: *l.max_uri_bytes.get_or_insert(8 * 1024),
+        max_body_bytes: *l.max_body_bytes.get_or_insert(10 * 1024 * 1024),
+        header_read_timeout: duration(
+            "limits.header_read_timeout",
+            l.header_read_timeout.get_or_insert("10s".into()),
+        )?,
+        request_timeout: duration(
+            "limits.request_timeout",
+            l.request_timeout.get_or_insert("60s".into()),
+        )?,
+    };
+    let u = &mut raw.upstream;
+    let upstream = UpstreamSettings {
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            u.connect_timeout.get_or_insert("5s".into()),
+        )?,
+        idle_timeout: duration(
+            "upstream.idle_timeout",
+            u.idle_timeout.get_or_insert("90s".into()),
+        )?,
+        max_idle_per_host: *u.max_idle_per_host.get_or_insert(256),
+    };
+    let h = &mut raw.headers;
+    let headers = HeaderSettings {
+        referrer_policy: h.referrer_policy.get_or_insert("strict-origin-when-cross-origin".into()).clone(),
+        permissions_policy: h
+            .permissions_policy
+            .get_or_insert("camera=(), microphone=(), geolocation=(), payment=(), usb=()".into())
+            .clone(),
+        cross_origin_opener_policy: h.cross_origin_opener_policy.get_or_insert("same-origin".into()).clone(),
+        gateway_csp: h
+            .gateway_csp
+            .get_or_insert(
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+                    .into(),
+            )
+            .clone(),
+        hsts_value: h.hsts_value.get_or_insert("max-age=63072000; includeSubDomains".into()).clone(),
+    };
+    let st = &mut raw.storage;
+    st.allow_sqlite_in_production.get_or_insert(false);
+    st.statement_timeout.get_or_insert("5s".into());
+    st.acquire_timeout.get_or_insert("5s".into());
+    st.max_connections.get_or_insert(16);
+    let storage_url = st.url.clone();
+    raw.waf.mode.get_or_insert(preset.waf_mode);
+    raw.waf.paranoia.get_or_insert(1);
+
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (index, route) in raw.routes.iter_mut().enumerate() {
+        routes.push(resolve_route(index, route, error_detail)?);
+    }
+    let settings = Settings {
+        listen,
+        admin_listen,
+        tls,
+        trusted_proxies,
+        https_required,
+        hsts,
+        error_detail,
+        hidden_paths: if hide_docs { docs_paths } else { Vec::new() },
+        max_connections,
+        limits,
+        upstream,
+        headers,
+        routes,
+    };
+    Ok(Config {
+        profile,
+        effective: raw,
+        file_table,
+        settings,
+        data_dir,
+        storage_url,
+        secret_key,
+    })
+}
+
+fn resolve_route(
+    index: usize,
+    route: &mut RawRoute,
+    detail: ErrorDetail,
+) -> anyhow::Result<RouteSettings> {
+    let name = route
+        .name
+        .get_or_insert_with(|| format!("route{index}"))
+        .clone();
+    let at = format!("route {name:?}");
+    if !route.path.starts_with('/') {
+        bail!("{at}: path must start with /");
+    }
+    let upstreams = match route.upstream.as_ref() {
+        Some(Upstreams::One(url)) => vec![url.clone()],
+        Some(Upstreams::Many(urls)) => urls.clone(),
+        None => bail!("{at}: upstream is missing"),
+    };
+    let mut uris = Vec::new();
+    for url in &upstreams {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| anyhow!("{at}: upstream {url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                bail!("{at}: https upstreams are not supported yet; use http on a private network")
+            }
+            _ => bail!("{at}: upstream {url:?} must be an http:// URL"),
+        }
+        if uri.authority().is_none() || uri.path().len() > 1 {
+            bail!("{at}: upstream {url:?} must be scheme://host:port with no path");
+        }
+        uris.push(uri);
+    }
+    let cors = match &mut route.cors {
+        Some(c) => Some(CorsSettings {
+            origins: c.origins.clone(),
+            credentials: c.credentials,
+            methods: c
+                .methods
+                .get_or_insert_with(|| {
+                    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+                        .map(String::from)
+                        .to_vec()
+                })
+                .clone(),
+            headers: c
+                .headers
+                .get_or_insert_with(|| ["Content-Type", "Authorization"].map(String::from).to_vec())
+                .clone(),
+            max_age: duration(
+                &format!("{at}: cors.max_age"),
+                c.max_age.get_or_insert("10m".into()),
+            )?,
+        }),
+        None => None,
+    };
+    Ok(RouteSettings {
+        name,
+        host: route.host.clone(),
+        path: route.path.clone(),
+        upstreams: uris,
+        max_body_bytes: route.max_body_bytes,
+        csp: route.csp.clone(),
+        replace_upstream_errors: *route
+            .replace_upstream_errors
+            .get_or_insert(detail == ErrorDetail::Generic),
+        secret: *route.secret.get_or_insert(false),
+        cors,
+    })
+}
+
+/// `250ms`, `10s`, `5m`, `1h`.
+pub(crate) fn duration(key: &str, text: &str) -> anyhow::Result<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| anyhow!("{key}: {text:?} is not a duration like 250ms, 10s, 5m or 1h"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        "h" => Duration::from_secs(number * 3600),
+        _ => bail!("{key}: {text:?} is not a duration like 250ms, 10s, 5m or 1h"),
+    };
+    Ok(duration)
+}
+
+impl Config {
+    /// The effective configuration as TOML, secrets redacted.
+    pub(crate) fn show(&self) -> anyhow::Result<String> {
+        let mut shown = self.effective.clone();
+        if shown.server.secret_key.is_some() {
+            shown.server.secret_key = Some("[redacted]".into());
+        }
+        if let Some(url) = &shown.storage.url {
+            shown.storage.url = Some(redact_url_password(url));
+        }
+        Ok(toml::to_string_pretty(&shown)?)
+    }
+
+    /// Unsafe settings for this profile, one line each; empty when it is safe.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.profile != Profile::Production {
+            return problems;
+        }
+        let file_server = self.file_table.get("server").and_then(Value::as_table);
+        if file_server.is_some_and(|s| s.contains_key("secret_key")) {
+            problems.push("server.secret_key is inline in the file; set PORTCULLIS_SERVER__SECRET_KEY or server.secret_key_file".into());
+        }
+        match &self.secret_key {
+            None => problems.push(
+                "no server key: set PORTCULLIS_SERVER__SECRET_KEY or server.secret_key_file".into(),
+            ),
+            Some(key) if key.len() < 32 => problems.push(format!(
+                "the server key is {} bytes; it must be at least 32",
+                key.len()
+            )),
+            Some(_) => {}
+        }
+        let file_url = self
+            .file_table
+            .get("storage")
+            .and_then(Value::as_table)
+            .and_then(|s| s.get("url"))
+            .and_then(Value::as_str);
+        if file_url.is_some_and(|url| redact_url_password(url) != url) {
+            problems.push("storage.url holds a password inline in the file; set PORTCULLIS_STORAGE__URL instead".into());
+        }
+        let s = &self.settings;
+        if s.tls.is_none() && s.trusted_proxies.is_empty() && !s.listen.ip().is_loopback() {
+            problems.push(format!(
+                "server.listen {} is plain HTTP with no TLS and no trusted proxy; set server.tls or server.trusted_proxies",
+                s.listen
+            ));
+        }
+        for route in &s.routes {
+            if let Some(cors) = &route.cors
+                && cors.credentials
+                && cors.origins.iter().any(|o| o == "*")
+            {
+                problems.push(format!(
+                    "route {:?}: CORS allows origin * with credentials",
+                    route.name
+                ));
+            }
+        }
+        if self.effective.waf.mode == Some(WafMode::Off) {
+            problems.push("waf.mode is off".into());
+        }
+        if s.hidden_paths.is_empty() {
+            problems.push("API docs are exposed: server.hide_docs is false".into());
+        }
+        if self.storage_url.is_none()
+            && self.effective.storage.allow_sqlite_in_production != Some(true)
+        {
+            problems.push("storage is SQLite; use PostgreSQL or set storage.allow_sqlite_in_production = true".into());
+        }
+        problems
+    }
+}
+
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:[redacted]@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_line() {
+        let text = "profile = \"production\"\n[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n";
+        let error = toml::from_str::<RawConfig>(text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("listne"), "{error}");
+        assert!(error.contains("line 4"), "{error}");
+    }
+
+    #[test]
+    fn env_names_map_to_key_paths() {
+        assert_eq!(
+            env_key("PORTCULLIS_SERVER__LISTEN"),
+            Some(vec!["server".into(), "listen".into()])
+        );
+        assert_eq!(env_key("PORTCULLIS_PROFILE"), Some(vec!["profile".into()]));
+        assert_eq!(env_key("PORTCULLIS_LOG"), None);
+        assert_eq!(
+            parse_env_value("[\"10.0.0.0/8\"]").as_array().map(Vec::len),
+            Some(1)
+        );
+        assert_eq!(
+            parse_env_value("127.0.0.1:80").as_str(),
+            Some("127.0.0.1:80")
+        );
+    }
+
+    #[test]
+    fn durations_parse_and_reject_garbage() {
+        assert_eq!(
+            duration("k", "250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(duration("k", "5m").ok(), Some(Duration::from_secs(300)));
+        assert!(duration("k", "5 minutes").is_err());
+        assert!(duration("k", "s").is_err());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url_password("postgres://u:hunter2@db/x"),
+            "postgres://u:[redacted]@db/x"
+        );
+        assert_eq!(
+            redact_url_password("postgres://u@db/x"),
+            "postgres://u@db/x"
+        );
+    }
+}

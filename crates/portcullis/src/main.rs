@@ -1,0 +1,305 @@
+//! The `portcullis` binary: the command line, configuration loading and the wiring of the
+//! store, the audit log, metrics and the gateway. The only crate that uses `anyhow`.
+#![forbid(unsafe_code)]
+
+mod config;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portcullis_core::{EventKind, SecurityEvent, SystemClock};
+use portcullis_gateway::EventSink;
+use portcullis_store::{AuditLog, Store, StoreConfig};
+
+use crate::config::{Config, Flags, Profile};
+
+/// Portcullis: a security gateway in front of any web backend.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// Configuration file (TOML). Without one, the development profile's embedded defaults.
+    #[arg(short, long, env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Security profile, overriding the file.
+    #[arg(long, value_enum)]
+    profile: Option<Profile>,
+    /// Directory of the embedded store, overriding the file.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Public listener address.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Admin listener address.
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// Send everything to this upstream (replaces the file's routes).
+        #[arg(long)]
+        upstream: Option<String>,
+    },
+    /// Validate or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Apply the store's migrations.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Read or verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate; exit non-zero on errors and, in production, on unsafe settings.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the effective configuration, presets applied and secrets redacted.
+    Show {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the last events, one JSON object per line.
+    Tail {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// How many events.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+    },
+    /// Check the hash chain; exit non-zero if a row was edited, inserted or deleted.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl ConfigArgs {
+    fn load(&self, extra: Flags) -> anyhow::Result<Config> {
+        let flags = Flags {
+            profile: self.profile,
+            data_dir: self.data_dir.clone(),
+            ..extra
+        };
+        config::load(self.config.as_deref(), &flags)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_current_span(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+            upstream,
+        } => {
+            let flags = Flags {
+                listen,
+                admin_listen,
+                upstream,
+                ..Flags::default()
+            };
+            serve(config.load(flags)?).await
+        }
+        Command::Config(ConfigCommand::Check { config }) => {
+            let config = config.load(Flags::default())?;
+            let problems = config.problems();
+            for problem in &problems {
+                println!("unsafe: {problem}");
+            }
+            if problems.is_empty() {
+                println!(
+                    "ok: configuration is valid for the {:?} profile",
+                    config.profile
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Config(ConfigCommand::Show { config }) => {
+            print!("{}", config.load(Flags::default())?.show()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let store = open_store(&config.load(Flags::default())?).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Tail { config, lines }) => {
+            let store = open_store(&config.load(Flags::default())?).await?;
+            let mut out = std::io::stdout().lock();
+            for row in store.audit_tail(lines.max(0)).await? {
+                writeln!(out, "{}", serde_json::to_string(&row)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify { config, json }) => {
+            let store = open_store(&config.load(Flags::default())?).await?;
+            let report = store.verify_audit().await?;
+            if json {
+                let breaks: Vec<String> = report.breaks.iter().map(ToString::to_string).collect();
+                let value =
+                    serde_json::json!({"rows": report.rows, "head": report.head, "breaks": breaks});
+                println!("{value}");
+            } else {
+                for problem in &report.breaks {
+                    println!("broken: {problem}");
+                }
+                println!("{} rows, head {}", report.rows, report.head);
+            }
+            if report.breaks.is_empty() {
+                println!("audit log intact");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("audit log TAMPERED");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let effective = &config.effective.storage;
+    let mut store_config = match &config.storage_url {
+        Some(url) => StoreConfig {
+            url: url.clone(),
+            ..StoreConfig::sqlite_in(Path::new("."))
+        },
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+            StoreConfig::sqlite_in(&config.data_dir)
+        }
+    };
+    if let Some(timeout) = &effective.statement_timeout {
+        store_config.statement_timeout = config::duration("storage.statement_timeout", timeout)?;
+    }
+    if let Some(timeout) = &effective.acquire_timeout {
+        store_config.acquire_timeout = config::duration("storage.acquire_timeout", timeout)?;
+    }
+    if let Some(max) = effective.max_connections {
+        store_config.max_connections = max;
+    }
+    // The store's errors may name hosts; they go to the operator, not to clients.
+    Store::connect(&store_config)
+        .await
+        .context("opening the store")
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])?
+        .install_recorder()?;
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let store = open_store(&config).await?;
+    // SQLite is ours alone, so serve migrates it; a shared PostgreSQL is migrated by the operator.
+    if config.storage_url.is_none() {
+        store.migrate().await?;
+    }
+    let audit = AuditLog::start(store.clone());
+    let events = EventSink::new(Some(audit), Arc::new(SystemClock));
+    let profile = config.profile;
+    let running =
+        portcullis_gateway::start(config.settings, events.clone(), Some(store), metrics).await?;
+    let scheme = if running.tls { "https" } else { "http" };
+    println!("portcullis {profile:?} profile");
+    println!("listening on {scheme}://{}", running.public_addr);
+    println!("admin on http://{}", running.admin_addr);
+    std::io::stdout().flush()?;
+    let started = SecurityEvent::new(EventKind::GatewayStarted, events.now()).with_details(
+        serde_json::json!({
+            "profile": format!("{profile:?}").to_lowercase(),
+            "listen": running.public_addr.to_string(),
+        }),
+    );
+    events.emit(started).await;
+    tokio::select! {
+        () = running.wait() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,14 @@
+//! The durable store of Portcullis: SQLite (WAL, in the data dir) by default, PostgreSQL when
+//! several instances share state; versioned migrations; the hash-chained audit log.
+//!
+//! All SQL lives in this crate and is static text with bind parameters (sqlx 0.9 refuses
+//! anything else without an explicit audit). Timeouts are set once per connection, when the pool
+//! opens it, never per query.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod audit;
+mod db;
+
+pub use audit::{AuditLog, AuditRow, ChainBreak, VerifyReport};
+pub use db::{Backend, Store, StoreConfig, StoreError};
