@@ -1,0 +1,269 @@
+//! The request path through the real binary.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::{Gateway, Upstream, get, raw, run};
+
+fn two_routes(public: &Upstream, admin: &Upstream, extra: &str) -> String {
+    format!(
+        "{extra}\n[[route]]\nname = \"public\"\npath = \"/public\"\nupstream = \"{}\"\n\
+         [[route]]\nname = \"admin\"\npath = \"/admin\"\nupstream = \"{}\"\n",
+        public.url(),
+        admin.url()
+    )
+}
+
+#[test]
+fn route_bypass_attempts_reach_the_route_their_normalized_path_names_or_get_400() {
+    let public = Upstream::start("PUBLIC");
+    let admin = Upstream::start("ADMIN");
+    let gateway = Gateway::start(&two_routes(&public, &admin, ""), &[]);
+    // (raw path, expected: Some(upstream tag and forwarded path) or None for a 400)
+    let cases: [(&str, Option<(&str, &str)>); 9] = [
+        ("/public/../admin", Some(("ADMIN", "/admin"))),
+        ("/%2e%2e/admin", None),
+        ("/public/%2e%2e/admin", Some(("ADMIN", "/admin"))),
+        ("//admin", Some(("ADMIN", "/admin"))),
+        ("/public/%2e%2e%2fadmin", None),
+        ("/public/..;/admin", None),
+        ("/public\\..\\admin", None),
+        ("/public/%c0%ae%c0%ae/admin", None),
+        ("/public/a%00/../../admin", None),
+    ];
+    for (path, expected) in cases {
+        let reply = get(gateway.addr, path, &[]);
+        match expected {
+            None => {
+                assert_eq!(reply.status, 400, "{path}: {reply:?}");
+                assert!(reply.body.contains("\"code\":\"bad_path\""), "{path}: {}", reply.body);
+            }
+            Some((tag, forwarded)) => {
+                assert_eq!(reply.status, 200, "{path}: {reply:?}");
+                assert!(reply.body.starts_with(tag), "{path} reached {}", reply.body);
+                assert!(reply.body.contains(&format!("path={forwarded} ")), "{path}: {}", reply.body);
+            }
+        }
+    }
+    // A path no route names is not found, even when a prefix of it looks like one.
+    assert_eq!(get(gateway.addr, "/administrator", &[]).status, 404);
+}
+
+#[test]
+fn spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let upstream = Upstream::start("APP");
+    let config = format!("[[route]]\npath = \"/\"\nupstream = \"{}\"\n", upstream.url());
+    let gateway = Gateway::start(&config, &[]);
+    let spoof = ["X-Forwarded-For: 6.6.6.6", "Forwarded: for=6.6.6.6", "X-Real-IP: 6.6.6.6", "X-Request-Id: forged-id"];
+    let reply = get(gateway.addr, "/hello", &spoof);
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("xff=127.0.0.1 "), "{}", reply.body);
+    assert!(!reply.body.contains("6.6.6.6"), "{}", reply.body);
+    assert!(!reply.body.contains("forged-id"), "{}", reply.body);
+    // The event a rejected request leaves names the real peer, not the spoofed address.
+    assert_eq!(get(gateway.addr, "/%2e%2e/etc/passwd", &spoof).status, 400);
+    let dir = gateway.stop();
+    let data = dir.0.join("data");
+    let (status, tail) = run(&["audit", "tail", "--data-dir", data.to_str().expect("utf8")], &[]);
+    assert!(status.success(), "{tail}");
+    let event = tail.lines().find(|l| l.contains("path_rejected")).expect("path_rejected event");
+    assert!(event.contains("\"client_ip\":\"127.0.0.1\""), "{event}");
+    assert!(!tail.contains("6.6.6.6"), "{tail}");
+    assert!(!tail.contains("forged-id"), "{tail}");
+}
+
+#[test]
+fn forwarded_for_and_request_id_from_a_trusted_proxy_are_believed() {
+    let upstream = Upstream::start("APP");
+    let config = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[[route]]\npath = \"/\"\nupstream = \"{}\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let headers = ["X-Forwarded-For: 6.6.6.6, 198.51.100.7", "X-Forwarded-Proto: https", "X-Request-Id: lb-1234"];
+    let reply = get(gateway.addr, "/", &headers);
+    assert!(reply.body.contains("xff=198.51.100.7 "), "{}", reply.body);
+    assert!(reply.body.contains("proto=https "), "{}", reply.body);
+    assert!(reply.body.contains("rid=lb-1234"), "{}", reply.body);
+    assert_eq!(reply.header("x-request-id"), Some("lb-1234"));
+    // A malformed id is replaced even from a trusted proxy.
+    let reply = get(gateway.addr, "/", &["X-Request-Id: bad id\u{7f}"]);
+    assert!(!reply.body.contains("rid=bad"), "{}", reply.body);
+}
+
+fn production(upstream: &Upstream) -> String {
+    format!(
+        "profile = \"production\"\n[storage]\nallow_sqlite_in_production = true\n\
+         [[route]]\npath = \"/\"\nupstream = \"{}\"\n",
+        upstream.url()
+    )
+}
+
+#[test]
+fn upstream_traceback_never_reaches_the_client_in_production() {
+    let upstream = Upstream::start("APP");
+    let gateway = Gateway::start(&production(&upstream), &[]);
+    for accept in ["application/json", "text/html"] {
+        let reply = get(gateway.addr, "/boom", &[&format!("Accept: {accept}")]);
+        assert_eq!(reply.status, 500, "{reply:?}");
+        let id = reply.header("x-request-id").expect("request id").to_owned();
+        assert!(reply.body.contains(&id), "{}", reply.body);
+        assert!(reply.body.contains("upstream_error"), "{}", reply.body);
+        for leak in ["Traceback", "main.py", "sqlalchemy", "SELECT", "127.0.0.1", "uvicorn"] {
+            assert!(!reply.body.contains(leak), "{leak} leaked: {}", reply.body);
+            assert!(!reply.headers.iter().any(|(_, v)| v.contains(leak)), "{leak} leaked in headers");
+        }
+    }
+}
+
+#[test]
+fn upstream_failures_answer_502_without_detail() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", dead.local_addr().expect("addr"));
+    drop(dead);
+    let config = format!(
+        "profile = \"production\"\n[storage]\nallow_sqlite_in_production = true\n[[route]]\npath = \"/\"\nupstream = \"{url}\"\n"
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let reply = get(gateway.addr, "/", &[]);
+    assert_eq!(reply.status, 502);
+    assert!(reply.body.contains("bad_gateway"), "{}", reply.body);
+    assert!(!reply.body.contains(&url[7..]), "{}", reply.body);
+}
+
+#[test]
+fn responses_are_hardened_and_fingerprints_removed() {
+    let upstream = Upstream::start("APP");
+    let gateway = Gateway::start(&production(&upstream), &[]);
+    let reply = get(gateway.addr, "/", &[]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+    assert_eq!(reply.header("x-xss-protection"), Some("0"));
+    assert!(reply.header("referrer-policy").is_some());
+    assert!(reply.header("permissions-policy").is_some());
+    assert_eq!(reply.header("cross-origin-opener-policy"), Some("same-origin"));
+    assert_eq!(reply.header("server"), None);
+    assert_eq!(reply.header("x-powered-by"), None);
+    // The gateway's own responses carry its strict CSP.
+    let own = get(gateway.addr, "/%2e%2e/", &[]);
+    assert!(own.header("content-security-policy").is_some_and(|v| v.contains("default-src 'none'")));
+}
+
+#[test]
+fn docs_are_hidden_in_production_and_shown_in_development() {
+    let upstream = Upstream::start("APP");
+    let gateway = Gateway::start(&production(&upstream), &[]);
+    for path in ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"] {
+        let reply = get(gateway.addr, path, &[]);
+        assert_eq!(reply.status, 404, "{path}");
+        assert!(!reply.body.contains("APP"), "{path}");
+    }
+    assert_eq!(get(gateway.addr, "/docsearch", &[]).status, 200);
+    let dev = Gateway::start(&format!("[[route]]\npath = \"/\"\nupstream = \"{}\"\n", upstream.url()), &[]);
+    assert_eq!(get(dev.addr, "/docs", &[]).status, 200);
+}
+
+#[test]
+fn request_limits_answer_with_the_common_body() {
+    let upstream = Upstream::start("APP");
+    let config = format!(
+        "[limits]\nmax_uri_bytes = 200\nmax_headers = 20\nmax_body_bytes = 1000\n\
+         [[route]]\npath = \"/\"\nupstream = \"{u}\"\n\
+         [[route]]\npath = \"/upload\"\nmax_body_bytes = 5000\nupstream = \"{u}\"\n",
+        u = upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let long = format!("/{}", "a".repeat(300));
+    let reply = get(gateway.addr, &long, &[]);
+    assert_eq!(reply.status, 414);
+    assert!(reply.body.contains("uri_too_long"));
+    let many: Vec<String> = (0..30).map(|i| format!("X-H{i}: v")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(get(gateway.addr, "/", &many).status, 431);
+    // Declared length over the limit: refused before any byte is read.
+    let reply = raw(gateway.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000", &[b'x'; 2000]);
+    assert_eq!(reply.status, 413);
+    assert!(reply.body.contains("body_too_large"));
+    // The route raises its own limit.
+    let reply = raw(gateway.addr, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2000", &[b'x'; 2000]);
+    assert!(reply.body.contains("received=2000"), "{}", reply.body);
+    // Chunked, with no declared length: cut off while streaming.
+    let chunk = format!("{:x}\r\n{}\r\n", 800, "y".repeat(800));
+    let body = format!("{chunk}{chunk}0\r\n\r\n");
+    let reply = raw(gateway.addr, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked", body.as_bytes());
+    assert_eq!(reply.status, 413, "{reply:?}");
+}
+
+#[test]
+fn a_large_upload_streams_through_in_bounded_memory() {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let upstream = Upstream::start("APP");
+    let config = format!(
+        "[[route]]\npath = \"/\"\nmax_body_bytes = {}\nupstream = \"{}\"\n",
+        2 * SIZE,
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let mut stream = TcpStream::connect(gateway.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+    let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("head");
+    let block = vec![b'z'; 1024 * 1024];
+    for _ in 0..SIZE / block.len() as u64 {
+        stream.write_all(&block).expect("body");
+    }
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut reply).expect("reply");
+    assert!(reply.contains(&format!("received={SIZE}")), "{reply}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gateway.pid())).expect("proc status");
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(peak_kb < 100 * 1024, "peak RSS {peak_kb} kB for a {SIZE}-byte upload");
+}
+
+#[test]
+fn admin_listener_serves_health_readiness_and_metrics() {
+    let upstream = Upstream::start("APP");
+    let gateway = Gateway::start(&format!("[[route]]\npath = \"/\"\nupstream = \"{}\"\n", upstream.url()), &[]);
+    assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
+    assert_eq!(get(gateway.addr, "/%2e%2e/", &[]).status, 400);
+    assert_eq!(get(gateway.admin, "/healthz", &[]).status, 200);
+    assert_eq!(get(gateway.admin, "/readyz", &[]).status, 200);
+    let metrics = get(gateway.admin, "/metrics", &[]).body;
+    assert!(metrics.contains("portcullis_requests_total{route=\"route0\",status=\"200\"} 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_security_events_total{kind=\"path_rejected\"} 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_request_duration_seconds_bucket"), "{metrics}");
+}
+
+#[test]
+fn cors_echoes_only_listed_origins() {
+    let upstream = Upstream::start("APP");
+    let config = format!(
+        "[[route]]\npath = \"/\"\nupstream = \"{}\"\ncors = {{ origins = [\"https://app.example\"], credentials = true }}\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let ok = get(gateway.addr, "/", &["Origin: https://app.example"]);
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
+    let other = get(gateway.addr, "/", &["Origin: https://evil.example"]);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let preflight = raw(
+        gateway.addr,
+        "OPTIONS / HTTP/1.1\r\nHost: a\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: DELETE",
+        b"",
+    );
+    assert_eq!(preflight.status, 403);
+    let preflight = raw(
+        gateway.addr,
+        "OPTIONS / HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: DELETE",
+        b"",
+    );
+    assert_eq!(preflight.status, 204);
+    assert!(preflight.header("access-control-allow-methods").is_some_and(|m| m.contains("DELETE")));
+}

@@ -1,0 +1,301 @@
+//! Test harness: the built binary as a child process, a small upstream, a raw HTTP/1.1 client
+//! (so paths reach the gateway byte for byte, unnormalized), and a PostgreSQL database per test.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("portcullis-it-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `portcullis serve`, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Gateway {
+    /// Starts `serve` with `config` as its file, on ephemeral ports, with its own data dir.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new("gw");
+        let file = dir.write("portcullis.toml", config);
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "-c"])
+            .arg(&file)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.0.join("data"))
+            .env("PORTCULLIS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn portcullis");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().expect("wait");
+                panic!("portcullis exited before listening: {status}");
+            };
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                addr = rest.parse().ok();
+            } else if let Some(rest) = line.strip_prefix("admin on http://") {
+                admin = rest.parse().ok();
+            }
+        }
+        Self { child, addr: addr.expect("addr"), admin: admin.expect("admin"), dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the process and waits for it, so its store is closed.
+    pub fn stop(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        std::mem::forget(self);
+        dir
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).env("PORTCULLIS_LOG", "error");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run portcullis");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status, text)
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `head` (request line and headers, without the final blank line) and `body` as-is.
+pub fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let request = format!("{head}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send head");
+    let _ = stream.write_all(body);
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    parse_reply(&bytes)
+}
+
+/// GET `target` with extra header lines.
+pub fn get(addr: SocketAddr, target: &str, headers: &[&str]) -> Reply {
+    let mut head = format!("GET {target} HTTP/1.1\r\nHost: app.test");
+    for line in headers {
+        head.push_str("\r\n");
+        head.push_str(line);
+    }
+    raw(addr, &head, b"")
+}
+
+fn parse_reply(bytes: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect::<Vec<_>>();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Reply { status, headers, body }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A small upstream on its own thread: answers `tag path=... xff=... rid=...`, a Python
+/// traceback with 500 on `/boom`, and counts POST bodies.
+pub struct Upstream {
+    pub addr: SocketAddr,
+}
+
+impl Upstream {
+    pub fn start(tag: &'static str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |r| answer(tag, r));
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        Self { addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn answer(tag: &str, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let summary = format!(
+        "{tag} path={} xff={} proto={} rid={}",
+        request.uri().path_and_query().map_or("", |pq| pq.as_str()),
+        header("x-forwarded-for"),
+        header("x-forwarded-proto"),
+        header("x-request-id"),
+    );
+    if request.uri().path() == "/boom" {
+        let traceback = "Traceback (most recent call last):\n  File \"/srv/app/main.py\", line 42, in pay\n\
+                         sqlalchemy.exc.ProgrammingError: SELECT * FROM users WHERE id = 1\n";
+        let mut response = Response::new(Full::new(Bytes::from(traceback)));
+        *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        response.headers_mut().insert("server", "uvicorn".parse().expect("value"));
+        return Ok(response);
+    }
+    let mut received: u64 = 0;
+    let mut body = request.into_body();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            received += data.len() as u64;
+        }
+    }
+    let mut response = Response::new(Full::new(Bytes::from(format!("{summary} received={received}"))));
+    let headers = response.headers_mut();
+    headers.insert("server", "uvicorn/0.30.1".parse().expect("value"));
+    headers.insert("x-powered-by", "FastAPI".parse().expect("value"));
+    Ok(response)
+}
+
+/// A fresh PostgreSQL database for one test, or `None` (with a note) outside CI when
+/// `PORTCULLIS_TEST_POSTGRES_URL` is not set. In CI a missing database fails the test.
+pub async fn postgres_database(tag: &str) -> Option<String> {
+    let Ok(base) = std::env::var("PORTCULLIS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but PORTCULLIS_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("SKIPPED {tag}: set PORTCULLIS_TEST_POSTGRES_URL to run it against PostgreSQL");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("portcullis_{tag}_{}_{}", std::process::id(), rand_suffix());
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .expect("connect to PostgreSQL");
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(create)).await.expect("create database");
+    let (prefix, _) = base.rsplit_once('/').expect("url has a database");
+    Some(format!("{prefix}/{name}"))
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+/// The SQLite URL of a data dir's store.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("portcullis.db").display())
+}
