@@ -16,7 +16,10 @@ enum Tamper {
 
 /// Writes a chain of five events through the real audit writer, then tampers with it in SQL.
 async fn chain_then_tamper(url: &str, tamper: Tamper) {
-    let config = StoreConfig { url: url.to_owned(), ..StoreConfig::sqlite_in(std::path::Path::new(".")) };
+    let config = StoreConfig {
+        url: url.to_owned(),
+        ..StoreConfig::sqlite_in(std::path::Path::new("."))
+    };
     let store = Store::connect(&config).await.expect("connect");
     store.migrate().await.expect("migrate");
     let log = AuditLog::start(store.clone());
@@ -28,7 +31,9 @@ async fn chain_then_tamper(url: &str, tamper: Tamper) {
     }
     let rows = store.audit_tail(10).await.expect("tail");
     assert_eq!(rows.len(), 5);
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url).await.expect("connect");
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .expect("connect");
     match tamper {
         Tamper::None => {}
         Tamper::Edit => {
@@ -39,13 +44,26 @@ async fn chain_then_tamper(url: &str, tamper: Tamper) {
                 .expect("edit");
         }
         Tamper::Delete => {
-            sqlx::query("DELETE FROM audit_events WHERE seq = 3").execute(&mut conn).await.expect("delete");
+            sqlx::query("DELETE FROM audit_events WHERE seq = 3")
+                .execute(&mut conn)
+                .await
+                .expect("delete");
         }
         Tamper::Insert => {
             // Make room, then insert a row whose own hash is right and that links to row 2.
-            sqlx::query("UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 3").execute(&mut conn).await.expect("shift");
-            sqlx::query("UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000").execute(&mut conn).await.expect("shift");
-            let mut forged = AuditRow { seq: 3, prev_hash: rows[1].hash.clone(), ..rows[2].clone() };
+            sqlx::query("UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 3")
+                .execute(&mut conn)
+                .await
+                .expect("shift");
+            sqlx::query("UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000")
+                .execute(&mut conn)
+                .await
+                .expect("shift");
+            let mut forged = AuditRow {
+                seq: 3,
+                prev_hash: rows[1].hash.clone(),
+                ..rows[2].clone()
+            };
             forged.details = "{\"reason\":\"forged\"}".into();
             forged.hash = forged.expected_hash();
             sqlx::query(
@@ -82,9 +100,15 @@ fn verify(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 fn expect_outcome(tamper: Tamper, ok: bool, output: &str) {
     match tamper {
         Tamper::None => assert!(ok && output.contains("5 rows"), "{output}"),
-        Tamper::Edit => assert!(!ok && output.contains("row 3: content does not match"), "{output}"),
+        Tamper::Edit => assert!(
+            !ok && output.contains("row 3: content does not match"),
+            "{output}"
+        ),
         Tamper::Delete => assert!(!ok && output.contains("row 3: missing"), "{output}"),
-        Tamper::Insert => assert!(!ok && output.contains("row 4: previous hash does not match"), "{output}"),
+        Tamper::Insert => assert!(
+            !ok && output.contains("row 4: previous hash does not match"),
+            "{output}"
+        ),
     }
 }
 
@@ -103,7 +127,9 @@ async fn verify_detects_tampering_on_sqlite() {
 #[tokio::test]
 async fn verify_detects_tampering_on_postgres() {
     for tamper in [Tamper::None, Tamper::Edit, Tamper::Delete, Tamper::Insert] {
-        let Some(url) = postgres_database("audit").await else { return };
+        let Some(url) = postgres_database("audit").await else {
+            return;
+        };
         chain_then_tamper(&url, tamper).await;
         let (ok, output) = verify(&[], &[("PORTCULLIS_STORAGE__URL", &url)]);
         expect_outcome(tamper, ok, &output);
@@ -112,17 +138,28 @@ async fn verify_detects_tampering_on_postgres() {
 
 #[tokio::test]
 async fn concurrent_appends_form_one_unbroken_chain_on_postgres() {
-    let Some(url) = postgres_database("chain").await else { return };
-    let config = StoreConfig { url: url.clone(), ..StoreConfig::sqlite_in(std::path::Path::new(".")) };
+    let Some(url) = postgres_database("chain").await else {
+        return;
+    };
+    let config = StoreConfig {
+        url: url.clone(),
+        ..StoreConfig::sqlite_in(std::path::Path::new("."))
+    };
     let store = Store::connect(&config).await.expect("connect");
     store.migrate().await.expect("migrate");
     // Two writers, as two gateway instances sharing one database would have.
-    let writers = [AuditLog::start(store.clone()), AuditLog::start(store.clone())];
+    let writers = [
+        AuditLog::start(store.clone()),
+        AuditLog::start(store.clone()),
+    ];
     let mut tasks = Vec::new();
     for i in 0..200 {
         let log = writers[i % 2].clone();
         tasks.push(tokio::spawn(async move {
-            let event = SecurityEvent::new(EventKind::RequestLimitExceeded, time::OffsetDateTime::now_utc());
+            let event = SecurityEvent::new(
+                EventKind::RequestLimitExceeded,
+                time::OffsetDateTime::now_utc(),
+            );
             log.append(event).await
         }));
     }

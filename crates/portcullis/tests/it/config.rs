@@ -10,11 +10,20 @@ fn check(text: &str, extra_env: &[(&str, &str)]) -> (bool, String) {
     let file = dir.write("p.toml", text);
     let key = dir.write("key", "0123456789abcdef0123456789abcdef");
     let mut env = vec![
-        ("PORTCULLIS_SERVER__SECRET_KEY_FILE", key.to_str().expect("utf8")),
-        ("PORTCULLIS_STORAGE__URL", "postgres://portcullis@db.internal/portcullis"),
+        (
+            "PORTCULLIS_SERVER__SECRET_KEY_FILE",
+            key.to_str().expect("utf8"),
+        ),
+        (
+            "PORTCULLIS_STORAGE__URL",
+            "postgres://portcullis@db.internal/portcullis",
+        ),
     ];
     env.extend_from_slice(extra_env);
-    let (status, output) = run(&["config", "check", "-c", file.to_str().expect("utf8")], &env);
+    let (status, output) = run(
+        &["config", "check", "-c", file.to_str().expect("utf8")],
+        &env,
+    );
     (status.success(), output)
 }
 
@@ -27,13 +36,37 @@ fn the_production_example_passes() {
 #[test]
 fn each_unsafe_production_setting_fails_with_its_own_line() {
     let cases: [(&str, &str, &str); 7] = [
-        ("[server]\n", "[server]\nsecret_key = \"0123456789abcdef0123456789abcdef\"\n", "inline"),
-        ("trusted_proxies = [\"10.0.0.0/8\"]", "trusted_proxies = []", "plain HTTP"),
-        ("cors = { origins = [\"https://app.example.com\"], credentials = true }", "cors = { origins = [\"*\"], credentials = true }", "origin * with credentials"),
+        (
+            "[server]\n",
+            "[server]\nsecret_key = \"0123456789abcdef0123456789abcdef\"\n",
+            "inline",
+        ),
+        (
+            "trusted_proxies = [\"10.0.0.0/8\"]",
+            "trusted_proxies = []",
+            "plain HTTP",
+        ),
+        (
+            "cors = { origins = [\"https://app.example.com\"], credentials = true }",
+            "cors = { origins = [\"*\"], credentials = true }",
+            "origin * with credentials",
+        ),
         ("mode = \"block\"", "mode = \"off\"", "waf.mode is off"),
-        ("[server]\n", "[server]\nhide_docs = false\n", "docs are exposed"),
-        ("[storage]\n", "[storage]\nurl = \"postgres://portcullis:hunter2@db/portcullis\"\n", "password inline"),
-        ("[server]\n", "[server]\nsecret_key_file = \"/nonexistent\"\n", "secret_key_file"),
+        (
+            "[server]\n",
+            "[server]\nhide_docs = false\n",
+            "docs are exposed",
+        ),
+        (
+            "[storage]\n",
+            "[storage]\nurl = \"postgres://portcullis:hunter2@db/portcullis\"\n",
+            "password inline",
+        ),
+        (
+            "[server]\n",
+            "[server]\nsecret_key_file = \"/nonexistent\"\n",
+            "secret_key_file",
+        ),
     ];
     for (from, to, expected) in cases {
         assert!(EXAMPLE.contains(from), "example lacks {from:?}");
@@ -52,8 +85,14 @@ fn each_unsafe_production_setting_fails_with_its_own_line() {
 fn check_without_key_env(text: &str) -> (bool, String) {
     let dir = TempDir::new("cfg");
     let file = dir.write("p.toml", text);
-    let env = [("PORTCULLIS_STORAGE__URL", "postgres://portcullis@db.internal/portcullis")];
-    let (status, output) = run(&["config", "check", "-c", file.to_str().expect("utf8")], &env);
+    let env = [(
+        "PORTCULLIS_STORAGE__URL",
+        "postgres://portcullis@db.internal/portcullis",
+    )];
+    let (status, output) = run(
+        &["config", "check", "-c", file.to_str().expect("utf8")],
+        &env,
+    );
     (status.success(), output)
 }
 
@@ -64,7 +103,10 @@ fn a_short_key_and_sqlite_without_override_fail() {
     let key = dir.write("key", "short");
     let (status, output) = run(
         &["config", "check", "-c", file.to_str().expect("utf8")],
-        &[("PORTCULLIS_SERVER__SECRET_KEY_FILE", key.to_str().expect("utf8"))],
+        &[(
+            "PORTCULLIS_SERVER__SECRET_KEY_FILE",
+            key.to_str().expect("utf8"),
+        )],
     );
     assert!(!status.success());
     assert!(output.contains("at least 32"), "{output}");
@@ -74,10 +116,19 @@ fn a_short_key_and_sqlite_without_override_fail() {
 #[test]
 fn unknown_keys_are_errors_naming_the_key_and_line() {
     let dir = TempDir::new("cfg");
-    let file = dir.write("p.toml", "profile = \"staging\"\n\n[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
-    let (status, output) = run(&["config", "check", "-c", file.to_str().expect("utf8")], &[]);
+    let file = dir.write(
+        "p.toml",
+        "profile = \"staging\"\n\n[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n",
+    );
+    let (status, output) = run(
+        &["config", "check", "-c", file.to_str().expect("utf8")],
+        &[],
+    );
     assert!(!status.success());
-    assert!(output.contains("lisen") && output.contains("line 5"), "{output}");
+    assert!(
+        output.contains("lisen") && output.contains("line 5"),
+        "{output}"
+    );
     let (status, output) = run(&["config", "check"], &[("PORTCULLIS_SERVER__LISTNE", "1")]);
     assert!(!status.success());
     assert!(output.contains("PORTCULLIS_SERVER__LISTNE"), "{output}");
@@ -88,17 +139,29 @@ fn show_applies_presets_and_overrides_and_redacts_secrets() {
     let (status, output) = run(
         &["config", "show", "--profile", "production"],
         &[
-            ("PORTCULLIS_SERVER__SECRET_KEY", "super-secret-value-that-is-long-enough"),
+            (
+                "PORTCULLIS_SERVER__SECRET_KEY",
+                "super-secret-value-that-is-long-enough",
+            ),
             ("PORTCULLIS_STORAGE__URL", "postgres://app:hunter2@db/app"),
             ("PORTCULLIS_LIMITS__MAX_BODY_BYTES", "1234"),
         ],
     );
     assert!(status.success(), "{output}");
     assert!(output.contains("profile = \"production\""), "{output}");
-    assert!(output.contains("hsts = true") && output.contains("hide_docs = true"), "{output}");
+    assert!(
+        output.contains("hsts = true") && output.contains("hide_docs = true"),
+        "{output}"
+    );
     assert!(output.contains("error_detail = \"generic\""), "{output}");
     assert!(output.contains("max_body_bytes = 1234"), "{output}");
-    assert!(!output.contains("super-secret") && !output.contains("hunter2"), "{output}");
+    assert!(
+        !output.contains("super-secret") && !output.contains("hunter2"),
+        "{output}"
+    );
     let (_, dev) = run(&["config", "show"], &[]);
-    assert!(dev.contains("error_detail = \"detailed\"") && dev.contains("mode = \"detect\""), "{dev}");
+    assert!(
+        dev.contains("error_detail = \"detailed\"") && dev.contains("mode = \"detect\""),
+        "{dev}"
+    );
 }

@@ -1,7 +1,13 @@
 //! Integration tests: the real `portcullis` binary on loopback ephemeral ports, in front of a
 //! small upstream, with a real SQLite file or PostgreSQL database.
-#![expect(clippy::expect_used, reason = "a broken fixture should fail the test loudly")]
-#![expect(unreachable_pub, reason = "a test binary exports nothing; pub marks the harness API")]
+#![expect(
+    clippy::expect_used,
+    reason = "a broken fixture should fail the test loudly"
+)]
+#![expect(
+    unreachable_pub,
+    reason = "a test binary exports nothing; pub marks the harness API"
+)]
 
 mod audit;
 mod config;

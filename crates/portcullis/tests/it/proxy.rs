@@ -37,12 +37,20 @@ fn route_bypass_attempts_reach_the_route_their_normalized_path_names_or_get_400(
         match expected {
             None => {
                 assert_eq!(reply.status, 400, "{path}: {reply:?}");
-                assert!(reply.body.contains("\"code\":\"bad_path\""), "{path}: {}", reply.body);
+                assert!(
+                    reply.body.contains("\"code\":\"bad_path\""),
+                    "{path}: {}",
+                    reply.body
+                );
             }
             Some((tag, forwarded)) => {
                 assert_eq!(reply.status, 200, "{path}: {reply:?}");
                 assert!(reply.body.starts_with(tag), "{path} reached {}", reply.body);
-                assert!(reply.body.contains(&format!("path={forwarded} ")), "{path}: {}", reply.body);
+                assert!(
+                    reply.body.contains(&format!("path={forwarded} ")),
+                    "{path}: {}",
+                    reply.body
+                );
             }
         }
     }
@@ -53,9 +61,17 @@ fn route_bypass_attempts_reach_the_route_their_normalized_path_names_or_get_400(
 #[test]
 fn spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let upstream = Upstream::start("APP");
-    let config = format!("[[route]]\npath = \"/\"\nupstream = \"{}\"\n", upstream.url());
+    let config = format!(
+        "[[route]]\npath = \"/\"\nupstream = \"{}\"\n",
+        upstream.url()
+    );
     let gateway = Gateway::start(&config, &[]);
-    let spoof = ["X-Forwarded-For: 6.6.6.6", "Forwarded: for=6.6.6.6", "X-Real-IP: 6.6.6.6", "X-Request-Id: forged-id"];
+    let spoof = [
+        "X-Forwarded-For: 6.6.6.6",
+        "Forwarded: for=6.6.6.6",
+        "X-Real-IP: 6.6.6.6",
+        "X-Request-Id: forged-id",
+    ];
     let reply = get(gateway.addr, "/hello", &spoof);
     assert_eq!(reply.status, 200);
     assert!(reply.body.contains("xff=127.0.0.1 "), "{}", reply.body);
@@ -65,9 +81,15 @@ fn spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     assert_eq!(get(gateway.addr, "/%2e%2e/etc/passwd", &spoof).status, 400);
     let dir = gateway.stop();
     let data = dir.0.join("data");
-    let (status, tail) = run(&["audit", "tail", "--data-dir", data.to_str().expect("utf8")], &[]);
+    let (status, tail) = run(
+        &["audit", "tail", "--data-dir", data.to_str().expect("utf8")],
+        &[],
+    );
     assert!(status.success(), "{tail}");
-    let event = tail.lines().find(|l| l.contains("path_rejected")).expect("path_rejected event");
+    let event = tail
+        .lines()
+        .find(|l| l.contains("path_rejected"))
+        .expect("path_rejected event");
     assert!(event.contains("\"client_ip\":\"127.0.0.1\""), "{event}");
     assert!(!tail.contains("6.6.6.6"), "{tail}");
     assert!(!tail.contains("forged-id"), "{tail}");
@@ -81,7 +103,11 @@ fn forwarded_for_and_request_id_from_a_trusted_proxy_are_believed() {
         upstream.url()
     );
     let gateway = Gateway::start(&config, &[]);
-    let headers = ["X-Forwarded-For: 6.6.6.6, 198.51.100.7", "X-Forwarded-Proto: https", "X-Request-Id: lb-1234"];
+    let headers = [
+        "X-Forwarded-For: 6.6.6.6, 198.51.100.7",
+        "X-Forwarded-Proto: https",
+        "X-Request-Id: lb-1234",
+    ];
     let reply = get(gateway.addr, "/", &headers);
     assert!(reply.body.contains("xff=198.51.100.7 "), "{}", reply.body);
     assert!(reply.body.contains("proto=https "), "{}", reply.body);
@@ -110,9 +136,19 @@ fn upstream_traceback_never_reaches_the_client_in_production() {
         let id = reply.header("x-request-id").expect("request id").to_owned();
         assert!(reply.body.contains(&id), "{}", reply.body);
         assert!(reply.body.contains("upstream_error"), "{}", reply.body);
-        for leak in ["Traceback", "main.py", "sqlalchemy", "SELECT", "127.0.0.1", "uvicorn"] {
+        for leak in [
+            "Traceback",
+            "main.py",
+            "sqlalchemy",
+            "SELECT",
+            "127.0.0.1",
+            "uvicorn",
+        ] {
             assert!(!reply.body.contains(leak), "{leak} leaked: {}", reply.body);
-            assert!(!reply.headers.iter().any(|(_, v)| v.contains(leak)), "{leak} leaked in headers");
+            assert!(
+                !reply.headers.iter().any(|(_, v)| v.contains(leak)),
+                "{leak} leaked in headers"
+            );
         }
     }
 }
@@ -143,12 +179,18 @@ fn responses_are_hardened_and_fingerprints_removed() {
     assert_eq!(reply.header("x-xss-protection"), Some("0"));
     assert!(reply.header("referrer-policy").is_some());
     assert!(reply.header("permissions-policy").is_some());
-    assert_eq!(reply.header("cross-origin-opener-policy"), Some("same-origin"));
+    assert_eq!(
+        reply.header("cross-origin-opener-policy"),
+        Some("same-origin")
+    );
     assert_eq!(reply.header("server"), None);
     assert_eq!(reply.header("x-powered-by"), None);
     // The gateway's own responses carry its strict CSP.
     let own = get(gateway.addr, "/%2e%2e/", &[]);
-    assert!(own.header("content-security-policy").is_some_and(|v| v.contains("default-src 'none'")));
+    assert!(
+        own.header("content-security-policy")
+            .is_some_and(|v| v.contains("default-src 'none'"))
+    );
 }
 
 #[test]
@@ -161,7 +203,13 @@ fn docs_are_hidden_in_production_and_shown_in_development() {
         assert!(!reply.body.contains("APP"), "{path}");
     }
     assert_eq!(get(gateway.addr, "/docsearch", &[]).status, 200);
-    let dev = Gateway::start(&format!("[[route]]\npath = \"/\"\nupstream = \"{}\"\n", upstream.url()), &[]);
+    let dev = Gateway::start(
+        &format!(
+            "[[route]]\npath = \"/\"\nupstream = \"{}\"\n",
+            upstream.url()
+        ),
+        &[],
+    );
     assert_eq!(get(dev.addr, "/docs", &[]).status, 200);
 }
 
@@ -183,16 +231,28 @@ fn request_limits_answer_with_the_common_body() {
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     assert_eq!(get(gateway.addr, "/", &many).status, 431);
     // Declared length over the limit: refused before any byte is read.
-    let reply = raw(gateway.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000", &[b'x'; 2000]);
+    let reply = raw(
+        gateway.addr,
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000",
+        &[b'x'; 2000],
+    );
     assert_eq!(reply.status, 413);
     assert!(reply.body.contains("body_too_large"));
     // The route raises its own limit.
-    let reply = raw(gateway.addr, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2000", &[b'x'; 2000]);
+    let reply = raw(
+        gateway.addr,
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2000",
+        &[b'x'; 2000],
+    );
     assert!(reply.body.contains("received=2000"), "{}", reply.body);
     // Chunked, with no declared length: cut off while streaming.
     let chunk = format!("{:x}\r\n{}\r\n", 800, "y".repeat(800));
     let body = format!("{chunk}{chunk}0\r\n\r\n");
-    let reply = raw(gateway.addr, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked", body.as_bytes());
+    let reply = raw(
+        gateway.addr,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked",
+        body.as_bytes(),
+    );
     assert_eq!(reply.status, 413, "{reply:?}");
 }
 
@@ -207,8 +267,12 @@ fn a_large_upload_streams_through_in_bounded_memory() {
     );
     let gateway = Gateway::start(&config, &[]);
     let mut stream = TcpStream::connect(gateway.addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
-    let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(head.as_bytes()).expect("head");
     let block = vec![b'z'; 1024 * 1024];
     for _ in 0..SIZE / block.len() as u64 {
@@ -217,27 +281,46 @@ fn a_large_upload_streams_through_in_bounded_memory() {
     let mut reply = String::new();
     std::io::Read::read_to_string(&mut stream, &mut reply).expect("reply");
     assert!(reply.contains(&format!("received={SIZE}")), "{reply}");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gateway.pid())).expect("proc status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", gateway.pid())).expect("proc status");
     let peak_kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .expect("VmHWM");
-    assert!(peak_kb < 100 * 1024, "peak RSS {peak_kb} kB for a {SIZE}-byte upload");
+    assert!(
+        peak_kb < 100 * 1024,
+        "peak RSS {peak_kb} kB for a {SIZE}-byte upload"
+    );
 }
 
 #[test]
 fn admin_listener_serves_health_readiness_and_metrics() {
     let upstream = Upstream::start("APP");
-    let gateway = Gateway::start(&format!("[[route]]\npath = \"/\"\nupstream = \"{}\"\n", upstream.url()), &[]);
+    let gateway = Gateway::start(
+        &format!(
+            "[[route]]\npath = \"/\"\nupstream = \"{}\"\n",
+            upstream.url()
+        ),
+        &[],
+    );
     assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
     assert_eq!(get(gateway.addr, "/%2e%2e/", &[]).status, 400);
     assert_eq!(get(gateway.admin, "/healthz", &[]).status, 200);
     assert_eq!(get(gateway.admin, "/readyz", &[]).status, 200);
     let metrics = get(gateway.admin, "/metrics", &[]).body;
-    assert!(metrics.contains("portcullis_requests_total{route=\"route0\",status=\"200\"} 1"), "{metrics}");
-    assert!(metrics.contains("portcullis_security_events_total{kind=\"path_rejected\"} 1"), "{metrics}");
-    assert!(metrics.contains("portcullis_request_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_requests_total{route=\"route0\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_security_events_total{kind=\"path_rejected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -249,7 +332,10 @@ fn cors_echoes_only_listed_origins() {
     );
     let gateway = Gateway::start(&config, &[]);
     let ok = get(gateway.addr, "/", &["Origin: https://app.example"]);
-    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
     let other = get(gateway.addr, "/", &["Origin: https://evil.example"]);
     assert_eq!(other.header("access-control-allow-origin"), None);
@@ -265,5 +351,9 @@ fn cors_echoes_only_listed_origins() {
         b"",
     );
     assert_eq!(preflight.status, 204);
-    assert!(preflight.header("access-control-allow-methods").is_some_and(|m| m.contains("DELETE")));
+    assert!(
+        preflight
+            .header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("DELETE"))
+    );
 }

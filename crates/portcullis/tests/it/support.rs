@@ -24,7 +24,8 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("portcullis-it-{tag}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("portcullis-it-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         Self(path)
@@ -60,7 +61,13 @@ impl Gateway {
         command
             .args(["serve", "-c"])
             .arg(&file)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.0.join("data"))
             .env("PORTCULLIS_LOG", "warn")
             .stdout(Stdio::piped())
@@ -83,7 +90,12 @@ impl Gateway {
                 admin = rest.parse().ok();
             }
         }
-        Self { child, addr: addr.expect("addr"), admin: admin.expect("admin"), dir }
+        Self {
+            child,
+            addr: addr.expect("addr"),
+            admin: admin.expect("admin"),
+            dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -140,7 +152,9 @@ impl Reply {
 /// Sends `head` (request line and headers, without the final blank line) and `body` as-is.
 pub fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     let request = format!("{head}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).expect("send head");
     let _ = stream.write_all(body);
@@ -175,14 +189,24 @@ fn parse_reply(bytes: &[u8]) -> Reply {
     let chunked = headers
         .iter()
         .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
-    Reply { status, headers, body }
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
@@ -211,7 +235,9 @@ impl Upstream {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |r| answer(tag, r));
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -229,7 +255,10 @@ impl Upstream {
     }
 }
 
-async fn answer(tag: &str, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    tag: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let header = |name: &str| {
         request
             .headers()
@@ -250,7 +279,9 @@ async fn answer(tag: &str, request: Request<Incoming>) -> Result<Response<Full<B
                          sqlalchemy.exc.ProgrammingError: SELECT * FROM users WHERE id = 1\n";
         let mut response = Response::new(Full::new(Bytes::from(traceback)));
         *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-        response.headers_mut().insert("server", "uvicorn".parse().expect("value"));
+        response
+            .headers_mut()
+            .insert("server", "uvicorn".parse().expect("value"));
         return Ok(response);
     }
     let mut received: u64 = 0;
@@ -260,7 +291,9 @@ async fn answer(tag: &str, request: Request<Incoming>) -> Result<Response<Full<B
             received += data.len() as u64;
         }
     }
-    let mut response = Response::new(Full::new(Bytes::from(format!("{summary} received={received}"))));
+    let mut response = Response::new(Full::new(Bytes::from(format!(
+        "{summary} received={received}"
+    ))));
     let headers = response.headers_mut();
     headers.insert("server", "uvicorn/0.30.1".parse().expect("value"));
     headers.insert("x-powered-by", "FastAPI".parse().expect("value"));
@@ -284,7 +317,9 @@ pub async fn postgres_database(tag: &str) -> Option<String> {
         .await
         .expect("connect to PostgreSQL");
     let create = format!("CREATE DATABASE {name}");
-    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(create)).await.expect("create database");
+    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(create))
+        .await
+        .expect("create database");
     let (prefix, _) = base.rsplit_once('/').expect("url has a database");
     Some(format!("{prefix}/{name}"))
 }
