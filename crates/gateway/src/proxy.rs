@@ -65,6 +65,8 @@ pub(crate) fn upstream_request(
         headers.remove(name);
     }
     headers.remove("x-request-id");
+    // The listener already answered `Expect: 100-continue` when the body was first read.
+    headers.remove(header::EXPECT);
     if let Some(host) = forwarding.host
         && !headers.contains_key(header::HOST)
         && let Ok(value) = HeaderValue::from_str(host)
