@@ -18,15 +18,28 @@ pub(crate) struct ClientAddr {
     pub(crate) peer_trusted: bool,
 }
 
-pub(crate) const FORWARDING_HEADERS: [&str; 6] = [
+/// Headers through which a client could claim an address, scheme, host or original URL. None
+/// is passed on: the gateway sets `X-Forwarded-For/-Proto/-Host` itself. `X-Original-URL` and
+/// `X-Rewrite-URL` are here because some frameworks route on them, which would bypass the
+/// gateway's routing altogether.
+pub(crate) const FORWARDING_HEADERS: [&str; 16] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-url-scheme",
     "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-forwarded-for",
 ];
-
 pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);
     trusted.iter().any(|net| net.contains(&ip))

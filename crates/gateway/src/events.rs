@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use portcullis_core::{Clock, SecurityEvent};
+use portcullis_core::{Clock, SecurityEvent, Severity};
 use portcullis_store::AuditLog;
 
 /// Where stages send their security events.
@@ -36,16 +36,29 @@ impl EventSink {
     pub async fn emit(&self, event: SecurityEvent) {
         metrics::counter!("portcullis_security_events_total", "kind" => event.kind.as_str())
             .increment(1);
-        tracing::warn!(
-            target: "portcullis::security_event",
-            kind = event.kind.as_str(),
-            severity = event.severity.as_str(),
-            request_id = event.request_id.as_deref(),
-            client_ip = event.client_ip.map(|ip| ip.to_string()),
-            route = event.route.as_deref(),
-            details = %event.details,
-            "security event"
-        );
+        // Attacker-controlled text reaches this line only masked and cut (`mask_pii`), and at
+        // `info` for routine events, so a flood of probes does not flood the warning channel.
+        let client_ip = event.client_ip.map(|ip| ip.to_string());
+        macro_rules! log_event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "portcullis::security_event",
+                    $level,
+                    kind = event.kind.as_str(),
+                    severity = event.severity.as_str(),
+                    request_id = event.request_id.as_deref(),
+                    client_ip = client_ip.as_deref(),
+                    route = event.route.as_deref(),
+                    details = %event.details,
+                    "security event"
+                )
+            };
+        }
+        match event.severity {
+            Severity::Info | Severity::Low => log_event!(tracing::Level::INFO),
+            Severity::Medium => log_event!(tracing::Level::WARN),
+            Severity::High | Severity::Critical => log_event!(tracing::Level::ERROR),
+        }
         if let Some(audit) = &self.audit
             && let Err(error) = audit.append(event).await
         {

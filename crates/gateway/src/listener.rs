@@ -225,7 +225,7 @@ struct OverloadReporter {
 
 impl OverloadReporter {
     async fn turn_away(&self, stream: TcpStream, peer: SocketAddr, gateway: &Gateway) {
-        let count = self.turned_away.fetch_add(1, Ordering::Relaxed) + 1;
+        self.turned_away.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("portcullis_connections_refused_total").increment(1);
         let id = RequestId::generate();
         let report = match self.last_event.lock() {
@@ -239,10 +239,7 @@ impl OverloadReporter {
             Err(_) => false,
         };
         if report {
-            let since = self
-                .turned_away
-                .swap(0, Ordering::Relaxed)
-                .max(count.min(1));
+            let since = self.turned_away.swap(0, Ordering::Relaxed);
             let event = SecurityEvent::new(EventKind::ConnectionLimitReached, gateway.events.now())
                 .with_request(&id, peer.ip())
                 .with_details(serde_json::json!({ "connections_refused": since }));

@@ -90,18 +90,43 @@ impl RouteTable {
     }
 }
 
-/// The host a request names, lower-case and without port: `:authority` or `Host`.
-pub(crate) fn request_host<B>(request: &http::Request<B>) -> Option<String> {
-    let raw = request
-        .uri()
-        .authority()
-        .map(|a| a.host().to_owned())
-        .or_else(|| {
-            let value = request.headers().get(http::header::HOST)?.to_str().ok()?;
-            let authority: http::uri::Authority = value.parse().ok()?;
-            Some(authority.host().to_owned())
-        })?;
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+/// Why the request's host cannot be trusted for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HostError {
+    #[error("more than one Host header")]
+    Repeated,
+    #[error("Host header is not a valid authority")]
+    Malformed,
+    #[error("request target authority and Host header disagree")]
+    Conflicting,
+}
+
+/// The host a request names, lower-case, without port and trailing dot: `:authority` (or an
+/// absolute-form target) or `Host`. Requests where these disagree, or with several `Host`
+/// headers, are refused: the gateway would route on one name while the upstream reads the other.
+pub(crate) fn request_host<B>(request: &http::Request<B>) -> Result<Option<String>, HostError> {
+    let mut values = request.headers().get_all(http::header::HOST).iter();
+    let header = values.next();
+    if values.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    let from_header = header
+        .map(|value| {
+            let text = value.to_str().map_err(|_| HostError::Malformed)?;
+            let authority: http::uri::Authority = text.parse().map_err(|_| HostError::Malformed)?;
+            Ok(normalize_host(authority.host()))
+        })
+        .transpose()?;
+    let from_target = request.uri().authority().map(|a| normalize_host(a.host()));
+    match (from_target, from_header) {
+        (Some(target), Some(header)) if target != header => Err(HostError::Conflicting),
+        (Some(host), _) | (None, Some(host)) => Ok(Some(host)),
+        (None, None) => Ok(None),
+    }
+}
+
+fn normalize_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -174,6 +199,36 @@ mod tests {
             Some("any")
         );
         assert_eq!(name(&table, None, "/").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn conflicting_or_repeated_hosts_are_refused() {
+        let request = |target: &str, hosts: &[&str]| {
+            let mut builder = http::Request::builder().uri(target);
+            for host in hosts {
+                builder = builder.header(http::header::HOST, *host);
+            }
+            builder.body(()).map_err(|e| e.to_string())
+        };
+        let host = |target: &str, hosts: &[&str]| request(target, hosts).map(|r| request_host(&r));
+        assert_eq!(
+            host("/", &["App.Example.:8080"]),
+            Ok(Ok(Some("app.example".into())))
+        );
+        assert_eq!(
+            host("http://a.example/x", &["a.example"]),
+            Ok(Ok(Some("a.example".into())))
+        );
+        assert_eq!(
+            host("http://admin.example/x", &["www.example"]),
+            Ok(Err(HostError::Conflicting))
+        );
+        assert_eq!(
+            host("/", &["a.example", "b.example"]),
+            Ok(Err(HostError::Repeated))
+        );
+        assert_eq!(host("/", &["a b"]), Ok(Err(HostError::Malformed)));
+        assert_eq!(host("/", &[]), Ok(Ok(None)));
     }
 
     #[test]

@@ -124,14 +124,17 @@ impl Gateway {
         ctx: &mut RequestContext<'g>,
     ) -> Result<Response<Body>, Rejection> {
         limits::check(&self.settings.limits, &request)?;
+        let host =
+            route::request_host(&request).map_err(|e| (Reject::BadRequest, e.to_string()))?;
         if self.settings.https_required && !ctx.secure && !self.listener_is_loopback {
-            return Ok(https_redirect(&request));
+            let host =
+                host.ok_or_else(|| (Reject::BadRequest, "no host to redirect to".to_owned()))?;
+            return Ok(https_redirect(&host, &request));
         }
         let path = normalize(request.uri().path()).map_err(|e| (Reject::BadPath, e.to_string()))?;
         if hidden::is_hidden(&self.settings.hidden_paths, &path.decoded) {
             return Err((Reject::Hidden, format!("hidden path {}", path.decoded)));
         }
-        let host = route::request_host(&request);
         let route = self
             .routes
             .find(host.as_deref(), &path.decoded)
@@ -313,12 +316,9 @@ fn content_length<B>(request: &Request<B>) -> Option<u64> {
         .ok()
 }
 
-fn https_redirect<B>(request: &Request<B>) -> Response<Body> {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+/// `308` to the same target over HTTPS, on the validated host (default port), so a forged
+/// `Host` cannot put anything but a host name into `Location`.
+fn https_redirect<B>(host: &str, request: &Request<B>) -> Response<Body> {
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Gateway, Upstream, get, raw, run};
+use crate::support::{Gateway, PRODUCTION, Upstream, catch_all, get, raw, run};
 
 fn two_routes(public: &Upstream, admin: &Upstream, extra: &str) -> String {
     format!(
@@ -61,10 +61,7 @@ fn route_bypass_attempts_reach_the_route_their_normalized_path_names_or_get_400(
 #[test]
 fn spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let upstream = Upstream::start("APP");
-    let config = format!(
-        "[[route]]\npath = \"/\"\nupstream = \"{}\"\n",
-        upstream.url()
-    );
+    let config = catch_all("", &upstream.url(), "");
     let gateway = Gateway::start(&config, &[]);
     let spoof = [
         "X-Forwarded-For: 6.6.6.6",
@@ -98,9 +95,10 @@ fn spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
 #[test]
 fn forwarded_for_and_request_id_from_a_trusted_proxy_are_believed() {
     let upstream = Upstream::start("APP");
-    let config = format!(
-        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[[route]]\npath = \"/\"\nupstream = \"{}\"\n",
-        upstream.url()
+    let config = catch_all(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        &upstream.url(),
+        "",
     );
     let gateway = Gateway::start(&config, &[]);
     let headers = [
@@ -119,11 +117,7 @@ fn forwarded_for_and_request_id_from_a_trusted_proxy_are_believed() {
 }
 
 fn production(upstream: &Upstream) -> String {
-    format!(
-        "profile = \"production\"\n[storage]\nallow_sqlite_in_production = true\n\
-         [[route]]\npath = \"/\"\nupstream = \"{}\"\n",
-        upstream.url()
-    )
+    catch_all(PRODUCTION, &upstream.url(), "")
 }
 
 #[test]
@@ -158,9 +152,7 @@ fn upstream_failures_answer_502_without_detail() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", dead.local_addr().expect("addr"));
     drop(dead);
-    let config = format!(
-        "profile = \"production\"\n[storage]\nallow_sqlite_in_production = true\n[[route]]\npath = \"/\"\nupstream = \"{url}\"\n"
-    );
+    let config = catch_all(PRODUCTION, &url, "");
     let gateway = Gateway::start(&config, &[]);
     let reply = get(gateway.addr, "/", &[]);
     assert_eq!(reply.status, 502);
@@ -203,13 +195,7 @@ fn docs_are_hidden_in_production_and_shown_in_development() {
         assert!(!reply.body.contains("APP"), "{path}");
     }
     assert_eq!(get(gateway.addr, "/docsearch", &[]).status, 200);
-    let dev = Gateway::start(
-        &format!(
-            "[[route]]\npath = \"/\"\nupstream = \"{}\"\n",
-            upstream.url()
-        ),
-        &[],
-    );
+    let dev = Gateway::start(&catch_all("", &upstream.url(), ""), &[]);
     assert_eq!(get(dev.addr, "/docs", &[]).status, 200);
 }
 
@@ -297,13 +283,7 @@ fn a_large_upload_streams_through_in_bounded_memory() {
 #[test]
 fn admin_listener_serves_health_readiness_and_metrics() {
     let upstream = Upstream::start("APP");
-    let gateway = Gateway::start(
-        &format!(
-            "[[route]]\npath = \"/\"\nupstream = \"{}\"\n",
-            upstream.url()
-        ),
-        &[],
-    );
+    let gateway = Gateway::start(&catch_all("", &upstream.url(), ""), &[]);
     assert_eq!(get(gateway.addr, "/x", &[]).status, 200);
     assert_eq!(get(gateway.addr, "/%2e%2e/", &[]).status, 400);
     assert_eq!(get(gateway.admin, "/healthz", &[]).status, 200);
@@ -326,10 +306,8 @@ fn admin_listener_serves_health_readiness_and_metrics() {
 #[test]
 fn cors_echoes_only_listed_origins() {
     let upstream = Upstream::start("APP");
-    let config = format!(
-        "[[route]]\npath = \"/\"\nupstream = \"{}\"\ncors = {{ origins = [\"https://app.example\"], credentials = true }}\n",
-        upstream.url()
-    );
+    let cors = "cors = { origins = [\"https://app.example\"], credentials = true }";
+    let config = catch_all("", &upstream.url(), cors);
     let gateway = Gateway::start(&config, &[]);
     let ok = get(gateway.addr, "/", &["Origin: https://app.example"]);
     assert_eq!(
@@ -356,4 +334,66 @@ fn cors_echoes_only_listed_origins() {
             .header("access-control-allow-methods")
             .is_some_and(|m| m.contains("DELETE"))
     );
+}
+
+#[test]
+fn routing_headers_a_client_sends_never_reach_the_upstream() {
+    let upstream = Upstream::start("APP");
+    let gateway = Gateway::start(&catch_all("", &upstream.url(), ""), &[]);
+    // Frameworks that route on X-Original-URL would otherwise serve /admin for a request the
+    // gateway routed as /public.
+    let reply = raw(
+        gateway.addr,
+        "GET /public HTTP/1.1\r\nHost: a\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nTrue-Client-IP: 6.6.6.6",
+        b"",
+    );
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body.contains("path=/public ") && reply.body.contains("original=- "),
+        "{}",
+        reply.body
+    );
+    assert!(!reply.body.contains("6.6.6.6"), "{}", reply.body);
+}
+
+#[test]
+fn expect_continue_is_answered_by_the_gateway_and_not_forwarded() {
+    let upstream = Upstream::start("APP");
+    let gateway = Gateway::start(&catch_all("", &upstream.url(), ""), &[]);
+    let reply = raw(
+        gateway.addr,
+        "POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5",
+        b"hello",
+    );
+    assert!(reply.body.contains("received=5"), "{reply:?}");
+    assert!(reply.body.contains("expect=-"), "{}", reply.body);
+}
+
+#[test]
+fn a_request_naming_two_hosts_is_refused() {
+    let public = Upstream::start("PUBLIC");
+    let admin = Upstream::start("ADMIN");
+    let config = format!(
+        "[[route]]\nhost = \"www.example\"\npath = \"/\"\nupstream = \"{}\"\n\
+         [[route]]\nhost = \"admin.example\"\npath = \"/\"\nupstream = \"{}\"\n",
+        public.url(),
+        admin.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let ok = raw(gateway.addr, "GET / HTTP/1.1\r\nHost: admin.example", b"");
+    assert!(ok.body.starts_with("ADMIN"), "{}", ok.body);
+    // Absolute-form target for one host, Host header for the other: 400, not a guess.
+    let reply = raw(
+        gateway.addr,
+        "GET http://www.example/ HTTP/1.1\r\nHost: admin.example",
+        b"",
+    );
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(reply.body.contains("bad_request"), "{}", reply.body);
+    let reply = raw(
+        gateway.addr,
+        "GET / HTTP/1.1\r\nHost: www.example\r\nHost: admin.example",
+        b"",
+    );
+    assert_eq!(reply.status, 400, "{reply:?}");
 }

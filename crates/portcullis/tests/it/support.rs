@@ -44,6 +44,16 @@ impl Drop for TempDir {
     }
 }
 
+/// Top-level keys for the production profile on the embedded store.
+pub const PRODUCTION: &str =
+    "profile = \"production\"\n[storage]\nallow_sqlite_in_production = true\n";
+
+/// A config file: `head` (top-level keys and sections), then one route for `/` to `upstream`
+/// with `route_keys` added to it.
+pub fn catch_all(head: &str, upstream: &str, route_keys: &str) -> String {
+    format!("{head}\n[[route]]\npath = \"/\"\nupstream = \"{upstream}\"\n{route_keys}\n")
+}
+
 /// A running `portcullis serve`, killed on drop.
 pub struct Gateway {
     child: Child,
@@ -216,7 +226,7 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// A small upstream on its own thread: answers `tag path=... xff=... rid=...`, a Python
+/// A small upstream on its own thread: answers `tag path=... xff=... rid=... original=...`, a Python
 /// traceback with 500 on `/boom`, and counts POST bodies.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -268,11 +278,13 @@ async fn answer(
             .to_owned()
     };
     let summary = format!(
-        "{tag} path={} xff={} proto={} rid={}",
+        "{tag} path={} xff={} proto={} rid={} original={} expect={}",
         request.uri().path_and_query().map_or("", |pq| pq.as_str()),
         header("x-forwarded-for"),
         header("x-forwarded-proto"),
         header("x-request-id"),
+        header("x-original-url"),
+        header("expect"),
     );
     if request.uri().path() == "/boom" {
         let traceback = "Traceback (most recent call last):\n  File \"/srv/app/main.py\", line 42, in pay\n\
