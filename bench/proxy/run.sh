@@ -7,7 +7,11 @@
 #      with security headers, request ids and the event pipeline on,
 # in one run with one load generator (wrk), and prints the ratios.
 #
-# Usage: bench/proxy/run.sh [duration_seconds=10] [connections=64]
+# Usage: [WORKERS=N] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
+# WORKERS (default: the number of CPUs) is given to both proxies alike: nginx's
+# worker_processes and Portcullis's server.workers.
+# The three targets are measured in turn, `rounds` times, and each figure is the median of its
+# rounds: on a shared 2-core machine one run of nginx alone varies by a third.
 # Installs nginx and wrk from Debian's packages if missing. Traffic stays on 127.0.0.1; every
 # load run is bounded by its duration.
 set -euo pipefail
@@ -15,6 +19,8 @@ cd "$(dirname "$0")/../.."
 
 DURATION="${1:-10}"
 CONNECTIONS="${2:-64}"
+ROUNDS="${3:-3}"
+WORKERS="${WORKERS:-$(nproc)}"
 THREADS=2
 UPSTREAM_PORT=18101
 NGINX_PORT=18102
@@ -39,10 +45,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nginx_conf() { # name, body of the http block
+nginx_conf() { # name, worker_processes, body of the http block
   mkdir -p "$WORK/$1"
   cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes auto;
+worker_processes $2;
 pid $WORK/$1/nginx.pid;
 error_log $WORK/$1/error.log warn;
 events { worker_connections 4096; }
@@ -54,19 +60,19 @@ http {
   uwsgi_temp_path $WORK/$1/uwsgi;
   scgi_temp_path $WORK/$1/scgi;
   server_tokens off;
-  $2
+  $3
 }
 CONF
 }
 
-nginx_conf upstream "
+nginx_conf upstream auto "
   server {
     listen 127.0.0.1:$UPSTREAM_PORT;
     keepalive_requests 1000000;
     location / { default_type text/plain; return 200 'ok'; }
   }"
 
-nginx_conf proxy "
+nginx_conf proxy "$WORKERS" "
   limit_req_zone \$binary_remote_addr zone=perip:10m rate=1000000r/s;
   upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
   server {
@@ -102,6 +108,7 @@ profile = "production"
 listen = "127.0.0.1:$PORTCULLIS_PORT"
 admin_listen = "127.0.0.1:$PORTCULLIS_ADMIN"
 trusted_proxies = ["127.0.0.1/32"]
+workers = $WORKERS
 data_dir = "$WORK/data"
 [storage]
 allow_sqlite_in_production = true
@@ -111,7 +118,8 @@ path = "/"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"
 CONF
 PORTCULLIS_LOG=warn "$BIN" serve -c "$WORK/portcullis.toml" > "$WORK/portcullis.out" 2> "$WORK/portcullis.err" &
-PIDS+=($!)
+PORTCULLIS_PID=$!
+PIDS+=("$PORTCULLIS_PID")
 
 for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT; do
   for _ in $(seq 1 50); do
@@ -121,27 +129,59 @@ for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT; do
   curl -fsS -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port not answering" >&2; cat "$WORK/portcullis.err" >&2; exit 1; }
 done
 
-# Each target: a short warm-up, then the measured run. Prints "rps p50_ms p99_ms".
+# CPU time (ticks of 1/CLK_TCK s) used so far by the processes in $@, all threads included.
+cpu_ticks() { local total=0; for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done; echo "$total"; }
+# The processes serving a port: the nginx master and its workers, or Portcullis.
+pids_of() {
+  case "$1" in
+    "$UPSTREAM_PORT") echo "$(cat "$WORK/upstream/nginx.pid") $(pgrep -P "$(cat "$WORK/upstream/nginx.pid")" | tr '\n' ' ')" ;;
+    "$NGINX_PORT") echo "$(cat "$WORK/proxy/nginx.pid") $(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | tr '\n' ' ')" ;;
+    "$PORTCULLIS_PORT") echo "$PORTCULLIS_PID" ;;
+  esac
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# Each target: a short warm-up, then the measured run. Prints "rps p50_ms p99_ms cpu_us_per_request":
+# the last is the CPU the target itself spent per request, which the load generator and the
+# other processes sharing the cores disturb far less than the rate does.
 measure() {
   wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$1/bench" >/dev/null
+  local pids before after
+  pids=$(pids_of "$1")
+  # shellcheck disable=SC2086
+  before=$(cpu_ticks $pids)
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/bench" > "$WORK/wrk.$1"
-  awk '
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks $pids)
+  awk -v ticks=$((after - before)) -v hz="$CLK_TCK" '
     /Requests\/sec/ { rps = $2 }
+    / requests in / { n = $1 }
     /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    END { printf "%.0f %.3f %.3f\n", rps, ms(p50), ms(p99) }' "$WORK/wrk.$1"
+    END { printf "%.0f %.3f %.3f %.1f\n", rps, ms(p50), ms(p99), ticks / hz * 1e6 / n }' "$WORK/wrk.$1"
 }
 
-read -r up_rps up_p50 up_p99 < <(measure $UPSTREAM_PORT)
-read -r ng_rps ng_p50 ng_p99 < <(measure $NGINX_PORT)
-read -r pc_rps pc_p50 pc_p99 < <(measure $PORTCULLIS_PORT)
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-echo "bench/proxy: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on $(nproc) cores, $(date -u +%FT%TZ)"
-printf '%-22s %10s %9s %9s\n' target req/s p50_ms p99_ms
-printf '%-22s %10s %9s %9s\n' "upstream direct" "$up_rps" "$up_p50" "$up_p99"
-printf '%-22s %10s %9s %9s\n' "nginx proxy" "$ng_rps" "$ng_p50" "$ng_p99"
-printf '%-22s %10s %9s %9s\n' "portcullis" "$pc_rps" "$pc_p50" "$pc_p99"
-awk -v pr="$pc_rps" -v nr="$ng_rps" -v pp="$pc_p99" -v np="$ng_p99" -v ur="$up_rps" 'BEGIN {
+for round in $(seq 1 "$ROUNDS"); do
+  for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT; do
+    echo "$(measure $port)" >> "$WORK/results.$port"
+  done
+  echo "round $round of $ROUNDS done" >&2
+done
+
+col() { awk -v c="$2" '{ print $c }' "$WORK/results.$1" | median; }
+up_rps=$(col $UPSTREAM_PORT 1); up_p50=$(col $UPSTREAM_PORT 2); up_p99=$(col $UPSTREAM_PORT 3); up_cpu=$(col $UPSTREAM_PORT 4)
+ng_rps=$(col $NGINX_PORT 1); ng_p50=$(col $NGINX_PORT 2); ng_p99=$(col $NGINX_PORT 3); ng_cpu=$(col $NGINX_PORT 4)
+pc_rps=$(col $PORTCULLIS_PORT 1); pc_p50=$(col $PORTCULLIS_PORT 2); pc_p99=$(col $PORTCULLIS_PORT 3); pc_cpu=$(col $PORTCULLIS_PORT 4)
+
+echo "bench/proxy: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS rounds, $(nproc) cores, $WORKERS worker(s) per proxy, $(date -u +%FT%TZ)"
+printf '%-18s %9s %8s %8s %12s   %s\n' target req/s p50_ms p99_ms cpu_us/req "req/s of each round"
+printf '%-18s %9s %8s %8s %12s   %s\n' "upstream direct" "$up_rps" "$up_p50" "$up_p99" "$up_cpu" "$(cut -d' ' -f1 "$WORK/results.$UPSTREAM_PORT" | tr '\n' ' ')"
+printf '%-18s %9s %8s %8s %12s   %s\n' "nginx proxy" "$ng_rps" "$ng_p50" "$ng_p99" "$ng_cpu" "$(cut -d' ' -f1 "$WORK/results.$NGINX_PORT" | tr '\n' ' ')"
+printf '%-18s %9s %8s %8s %12s   %s\n' "portcullis" "$pc_rps" "$pc_p50" "$pc_p99" "$pc_cpu" "$(cut -d' ' -f1 "$WORK/results.$PORTCULLIS_PORT" | tr '\n' ' ')"
+awk -v pr="$pc_rps" -v nr="$ng_rps" -v pp="$pc_p99" -v np="$ng_p99" -v ur="$up_rps" -v pc="$pc_cpu" -v nc="$ng_cpu" 'BEGIN {
+  printf "portcullis/nginx cpu per request: %.2fx (lower is better)\n", pc / nc
   printf "portcullis/nginx req/s: %.2fx (goal >= 1.0x)\n", pr / nr
   printf "portcullis/nginx p99:   %.2fx (goal <= 1.2x)\n", pp / np
   printf "nginx/upstream req/s:   %.2fx; portcullis/upstream req/s: %.2fx\n", nr / ur, pr / ur

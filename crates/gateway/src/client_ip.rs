@@ -9,6 +9,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
+use http::header::HeaderName;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 use ipnet::IpNet;
 
 /// The client address as decided here, and whether the peer was trusted.
@@ -18,28 +21,6 @@ pub(crate) struct ClientAddr {
     pub(crate) peer_trusted: bool,
 }
 
-/// Headers through which a client could claim an address, scheme, host or original URL. None
-/// is passed on: the gateway sets `X-Forwarded-For/-Proto/-Host` itself. `X-Original-URL` and
-/// `X-Rewrite-URL` are here because some frameworks route on them, which would bypass the
-/// gateway's routing altogether.
-pub(crate) const FORWARDING_HEADERS: [&str; 16] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
-    "x-url-scheme",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-forwarded-for",
-];
 pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);
     trusted.iter().any(|net| net.contains(&ip))
@@ -63,7 +44,7 @@ pub(crate) fn resolve(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) 
     }
     // Entries from all X-Forwarded-For fields, in order; the rightmost was added last.
     let mut entries: Vec<&str> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
+    for value in headers.get_all(X_FORWARDED_FOR) {
         let Ok(text) = value.to_str() else { break };
         entries.extend(text.split(',').map(str::trim));
     }

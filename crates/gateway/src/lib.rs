@@ -15,6 +15,7 @@ mod body;
 mod client_ip;
 mod cors;
 mod events;
+mod header_filter;
 mod hidden;
 mod limits;
 mod listener;
@@ -24,6 +25,7 @@ mod respond;
 mod route;
 mod settings;
 mod stack;
+mod telemetry;
 mod tls;
 
 pub use events::EventSink;

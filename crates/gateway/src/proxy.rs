@@ -4,8 +4,9 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -13,8 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
-use crate::client_ip::FORWARDING_HEADERS;
-use crate::respond::strip_hop_by_hop;
+use crate::header_filter;
 use crate::settings::UpstreamSettings;
 
 /// The pooled client shared by all routes.
@@ -46,27 +46,24 @@ pub(crate) fn upstream_request(
     mut parts: Parts,
     body: Body,
     base: &Uri,
-    path_and_query: &str,
+    path_and_query: PathAndQuery,
     forwarding: &Forwarding<'_>,
 ) -> Result<Request<Body>, http::Error> {
-    let mut uri = Uri::builder().path_and_query(path_and_query);
-    if let Some(scheme) = base.scheme() {
-        uri = uri.scheme(scheme.clone());
-    }
-    if let Some(authority) = base.authority() {
-        uri = uri.authority(authority.clone());
-    }
-    parts.uri = uri.build()?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = base.scheme().cloned();
+    uri.authority = base.authority().cloned();
+    uri.path_and_query = Some(path_and_query);
+    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
     // An HTTP/2 client's request goes upstream as HTTP/1.1; its authority becomes `Host`.
     parts.version = Version::HTTP_11;
     let headers = &mut parts.headers;
-    strip_hop_by_hop(headers);
-    for name in FORWARDING_HEADERS {
-        headers.remove(name);
-    }
-    headers.remove("x-request-id");
-    // The listener already answered `Expect: 100-continue` when the body was first read.
-    headers.remove(header::EXPECT);
+    // `Expect`: the listener already answered `100-continue` when the body was first read.
+    header_filter::retain(headers, |name| {
+        header_filter::is_hop_by_hop(name)
+            || header_filter::is_forwarding(name)
+            || name == "x-request-id"
+            || name == "expect"
+    });
     if let Some(host) = forwarding.host
         && !headers.contains_key(header::HOST)
         && let Ok(value) = HeaderValue::from_str(host)
@@ -74,23 +71,27 @@ pub(crate) fn upstream_request(
         headers.insert(header::HOST, value);
     }
     let client_ip = HeaderValue::from_str(&forwarding.client_ip.to_string())?;
-    headers.insert("x-forwarded-for", client_ip);
+    headers.insert(X_FORWARDED_FOR, client_ip);
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(forwarding.proto),
     );
     if let Some(host) = forwarding.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert(
-        "x-request-id",
-        HeaderValue::from_str(forwarding.request_id)?,
-    );
+    headers.insert(X_REQUEST_ID, HeaderValue::from_str(forwarding.request_id)?);
     Ok(Request::from_parts(parts, body))
 }
 
-/// Cleans the upstream's response of hop-by-hop headers.
+/// Cleans the upstream's response of hop-by-hop headers and of those that name its software.
 pub(crate) fn downstream_response(mut response: Response<Incoming>) -> Response<Incoming> {
-    strip_hop_by_hop(response.headers_mut());
+    header_filter::retain(response.headers_mut(), |name| {
+        header_filter::is_hop_by_hop(name) || header_filter::is_fingerprint(name)
+    });
     response
 }
+
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

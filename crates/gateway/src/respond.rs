@@ -9,49 +9,6 @@ use portcullis_core::{Reject, RequestId};
 use crate::body::{Body, full};
 use crate::settings::{ErrorDetail, HeaderSettings};
 
-/// Headers that say which software and version runs behind the gateway.
-const FINGERPRINT_HEADERS: [&str; 9] = [
-    "server",
-    "x-powered-by",
-    "x-aspnet-version",
-    "x-aspnetmvc-version",
-    "x-generator",
-    "x-runtime",
-    "x-version",
-    "x-backend-server",
-    "via",
-];
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
-pub(crate) const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
 /// The common error body, JSON or HTML by `Accept`, always with the request id.
 pub(crate) fn error_response(
     reject: Reject,
@@ -173,9 +130,6 @@ impl SecurityHeaders {
     /// Hardens any response. `csp` is the policy to set: the gateway's own for its responses,
     /// the route's for upstream pages, or `None` to keep what the upstream sent.
     pub(crate) fn apply(&self, headers: &mut HeaderMap, csp: Option<&HeaderValue>, secure: bool) {
-        for name in FINGERPRINT_HEADERS {
-            headers.remove(name);
-        }
         for (name, value) in &self.fixed {
             headers.insert(name.clone(), value.clone());
         }

@@ -11,6 +11,8 @@ pub(crate) struct Route {
     pub(crate) settings: RouteSettings,
     /// `Content-Security-Policy` for the route's upstream pages, parsed once.
     pub(crate) csp: Option<http::HeaderValue>,
+    /// Request counts and latency of this route.
+    pub(crate) telemetry: crate::telemetry::RouteTelemetry,
     /// The prefix without its trailing slash ("" for the root).
     prefix: String,
     next_upstream: AtomicUsize,
@@ -65,6 +67,7 @@ impl RouteTable {
                     .as_deref()
                     .map(http::HeaderValue::from_str)
                     .transpose()?,
+                telemetry: crate::telemetry::RouteTelemetry::new(&route.name),
                 settings: RouteSettings {
                     host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     ..route.clone()

@@ -26,8 +26,10 @@ pub struct Settings {
     pub error_detail: ErrorDetail,
     /// Paths that answer 404 (API docs in production); empty to show them.
     pub hidden_paths: Vec<String>,
-    /// Concurrent connections on the public listener.
+    /// Concurrent connections on the public listener, across all workers.
     pub max_connections: usize,
+    /// Worker threads serving the public listener (one runtime and upstream pool each).
+    pub workers: usize,
     /// Request limits.
     pub limits: LimitSettings,
     /// Upstream client.

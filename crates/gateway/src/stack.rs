@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -21,6 +22,7 @@ use crate::proxy::{self, Forwarding, UpstreamClient};
 use crate::respond::{self, SecurityHeaders};
 use crate::route::{self, Route, RouteTable};
 use crate::settings::Settings;
+use crate::telemetry::RouteTelemetry;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +35,8 @@ pub(crate) struct Connection {
 pub(crate) struct Gateway {
     pub(crate) settings: Settings,
     routes: RouteTable,
+    /// Metrics of requests answered before a route matched.
+    unrouted: RouteTelemetry,
     upstream: UpstreamClient,
     headers: SecurityHeaders,
     pub(crate) events: EventSink,
@@ -65,6 +69,7 @@ impl Gateway {
             headers: SecurityHeaders::new(&settings.headers, settings.hsts)?,
             listener_is_loopback: settings.listen.ip().is_loopback(),
             routes,
+            unrouted: RouteTelemetry::new("none"),
             events,
             settings,
         })
@@ -82,7 +87,7 @@ impl Gateway {
         // Request id: a client's own only from a trusted proxy, and only when well formed.
         let id = client
             .peer_trusted
-            .then(|| request.headers().get("x-request-id"))
+            .then(|| request.headers().get(proxy::X_REQUEST_ID))
             .flatten()
             .and_then(|v| v.to_str().ok())
             .and_then(RequestId::parse)
@@ -90,7 +95,7 @@ impl Gateway {
         let forwarded_https = client.peer_trusted
             && request
                 .headers()
-                .get("x-forwarded-proto")
+                .get(proxy::X_FORWARDED_PROTO)
                 .is_some_and(|v| v == "https");
         let mut ctx = RequestContext {
             id,
@@ -106,14 +111,9 @@ impl Gateway {
         };
         let status = response.status();
         self.finish(&mut response, &ctx);
-        let route_label = ctx
-            .route
-            .map_or("none", |r| r.settings.name.as_str())
-            .to_owned();
-        metrics::counter!("portcullis_requests_total", "route" => route_label.clone(), "status" => status.as_u16().to_string())
-            .increment(1);
-        metrics::histogram!("portcullis_request_duration_seconds", "route" => route_label)
-            .record(started.elapsed().as_secs_f64());
+        ctx.route
+            .map_or(&self.unrouted, |r| &r.telemetry)
+            .record(status, started.elapsed());
         response
     }
 
@@ -150,11 +150,18 @@ impl Gateway {
             CorsDecision::Allowed(origin) => ctx.cors_origin = Some(origin),
             CorsDecision::None => {}
         }
-        let path_and_query = match request.uri().query() {
-            Some(query) => format!("{}?{query}", path.encoded),
-            None => path.encoded,
+        // Most paths are already normal: forward the client's own bytes then, unparsed again.
+        let path_and_query = match request.uri().path_and_query() {
+            Some(original) if original.path() == path.encoded => original.clone(),
+            _ => {
+                let rebuilt = match request.uri().query() {
+                    Some(query) => format!("{}?{query}", path.encoded),
+                    None => path.encoded,
+                };
+                PathAndQuery::try_from(rebuilt).map_err(|e| (Reject::BadPath, e.to_string()))?
+            }
         };
-        self.forward(request, route, &path_and_query, ctx).await
+        self.forward(request, route, path_and_query, ctx).await
     }
 
     /// Body limit, then the upstream exchange under the request timeout.
@@ -162,7 +169,7 @@ impl Gateway {
         &self,
         request: Request<Incoming>,
         route: &Route,
-        path_and_query: &str,
+        path_and_query: PathAndQuery,
         ctx: &RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
         let limit = route
@@ -295,7 +302,7 @@ impl Gateway {
         let headers = response.headers_mut();
         self.headers.apply(headers, csp, ctx.secure);
         if let Ok(id) = HeaderValue::from_str(ctx.id.as_str()) {
-            headers.insert("x-request-id", id);
+            headers.insert(proxy::X_REQUEST_ID, id);
         }
         if let (Some(origin), Some(cors)) = (
             &ctx.cors_origin,

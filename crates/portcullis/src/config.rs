@@ -88,6 +88,8 @@ pub(crate) struct RawServer {
     pub(crate) docs_paths: Option<Vec<String>>,
     /// Concurrent connections on the public listener.
     pub(crate) max_connections: Option<usize>,
+    /// Worker threads for the public listener; default: one per CPU.
+    pub(crate) workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -362,6 +364,11 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         .get_or_insert_with(|| vec!["/docs".into(), "/redoc".into(), "/openapi.json".into()])
         .clone();
     let max_connections = *s.max_connections.get_or_insert(10_000);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = *s.workers.get_or_insert(cpus);
+    if workers == 0 {
+        bail!("server.workers must be at least 1");
+    }
     let tls = s.tls.as_ref().map(|t| TlsSettings {
         cert: t.cert.clone(),
         key: t.key.clone(),
@@ -447,6 +454,7 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         error_detail,
         hidden_paths: if hide_docs { docs_paths } else { Vec::new() },
         max_connections,
+        workers,
         limits,
         upstream,
         headers,

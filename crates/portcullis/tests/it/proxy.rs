@@ -397,3 +397,25 @@ fn a_request_naming_two_hosts_is_refused() {
     );
     assert_eq!(reply.status, 400, "{reply:?}");
 }
+
+#[test]
+fn connections_over_the_limit_get_503_with_the_common_body() {
+    let upstream = Upstream::start("APP");
+    let gateway = Gateway::start(
+        &catch_all("[server]\nmax_connections = 1", &upstream.url(), ""),
+        &[],
+    );
+    // An idle connection holds the only slot until its header-read timeout.
+    let holder = TcpStream::connect(gateway.addr).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = get(gateway.addr, "/", &[]);
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(
+        reply.body.contains("\"code\":\"overloaded\""),
+        "{}",
+        reply.body
+    );
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(gateway.addr, "/", &[]).status, 200);
+}
