@@ -13,3 +13,4 @@ mod audit;
 mod config;
 mod proxy;
 mod support;
+mod tls;

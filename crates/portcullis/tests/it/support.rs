@@ -94,7 +94,10 @@ impl Gateway {
                 let status = child.wait().expect("wait");
                 panic!("portcullis exited before listening: {status}");
             };
-            if let Some(rest) = line.strip_prefix("listening on http://") {
+            let listening = line
+                .strip_prefix("listening on http://")
+                .or_else(|| line.strip_prefix("listening on https://"));
+            if let Some(rest) = listening {
                 addr = rest.parse().ok();
             } else if let Some(rest) = line.strip_prefix("admin on http://") {
                 admin = rest.parse().ok();
