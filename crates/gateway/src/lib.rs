@@ -13,6 +13,7 @@
 mod admin;
 mod body;
 mod client_ip;
+mod compress;
 mod cors;
 mod events;
 mod header_filter;

@@ -13,6 +13,7 @@ use portcullis_core::{EventKind, Reject, RequestId, SecurityEvent};
 
 use crate::body::{Body, LimitedBody, empty};
 use crate::client_ip::{self, ClientAddr};
+use crate::compress;
 use crate::cors::{self, CorsDecision};
 use crate::events::EventSink;
 use crate::hidden;
@@ -55,6 +56,10 @@ struct RequestContext<'g> {
     route: Option<&'g Route>,
     /// The request's `Origin`, when the route's CORS policy allows it.
     cors_origin: Option<HeaderValue>,
+    /// The request's method (compression skips HEAD).
+    method: http::Method,
+    /// The client accepts a gzipped response.
+    accepts_gzip: bool,
 }
 
 /// Marks a response that came from an upstream, whose own CSP is kept unless the route sets one.
@@ -104,6 +109,8 @@ impl Gateway {
             wants_html: respond::wants_html(request.headers()),
             route: None,
             cors_origin: None,
+            method: request.method().clone(),
+            accepts_gzip: compress::accepts_gzip(request.headers()),
         };
         let mut response = match self.route_and_forward(request, &mut ctx).await {
             Ok(response) => response,
@@ -111,6 +118,11 @@ impl Gateway {
         };
         let status = response.status();
         self.finish(&mut response, &ctx);
+        let from_upstream = response.extensions().get::<FromUpstream>().is_some();
+        if from_upstream && ctx.accepts_gzip {
+            let secret = ctx.route.is_some_and(|r| r.settings.secret);
+            response = compress::maybe_compress(response, &ctx.method, secret);
+        }
         ctx.route
             .map_or(&self.unrouted, |r| &r.telemetry)
             .record(status, started.elapsed());

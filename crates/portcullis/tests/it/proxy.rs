@@ -419,3 +419,72 @@ fn connections_over_the_limit_get_503_with_the_common_body() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(get(gateway.addr, "/", &[]).status, 200);
 }
+
+#[test]
+fn textual_responses_are_gzipped_except_those_that_carry_secrets() {
+    use std::io::Read as _;
+    let upstream = Upstream::start("APP");
+    let config = format!(
+        "{}\n[[route]]\npath = \"/account\"\nsecret = true\nupstream = \"{}\"\n",
+        catch_all("", &upstream.url(), ""),
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let gzip = ["Accept-Encoding: gzip, br"];
+    // Read as bytes: the body is binary once compressed.
+    let fetch = |target: &str, headers: &[&str]| {
+        let mut stream = TcpStream::connect(gateway.addr).expect("connect");
+        let mut head = format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n");
+        for line in headers {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).expect("send");
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).expect("read");
+        bytes
+    };
+    let split = |bytes: &[u8]| {
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head")
+            + 4;
+        (
+            String::from_utf8_lossy(&bytes[..at]).to_ascii_lowercase(),
+            bytes[at..].to_vec(),
+        )
+    };
+    let (head, body) = split(&fetch("/json", &gzip));
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let dechunked = crate::support::dechunk_bytes(&body);
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&dechunked[..])
+        .read_to_string(&mut json)
+        .expect("gunzip");
+    assert!(
+        json.starts_with("[{\"id\":0") && json.ends_with("\"item 199\"}]"),
+        "{json}"
+    );
+    assert!(
+        dechunked.len() < json.len() / 2,
+        "{} of {}",
+        dechunked.len(),
+        json.len()
+    );
+    // Never with a cookie, on a secret route, or when the client did not ask.
+    for (target, headers) in [
+        ("/json-cookie", &gzip[..]),
+        ("/account/json", &gzip[..]),
+        ("/json", &[][..]),
+    ] {
+        let (head, body) = split(&fetch(target, headers));
+        assert!(!head.contains("content-encoding"), "{target}: {head}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("\"item 199\""),
+            "{target}"
+        );
+    }
+}

@@ -214,22 +214,34 @@ fn parse_reply(bytes: &[u8]) -> Reply {
     }
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+/// The payload of a chunked body, as bytes.
+pub fn dechunk_bytes(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let Some(size) = size.filter(|&s| s > 0) else {
             break;
         };
-        if size == 0 || rest.len() < size {
+        let start = end + 2;
+        if body.len() < start + size {
             break;
         }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
+        out.extend_from_slice(&body[start..start + size]);
+        body = body[start + size..]
+            .strip_prefix(b"\r\n")
+            .unwrap_or(&body[start + size..]);
     }
     out
 }
 
-/// A small upstream on its own thread: answers `tag path=... xff=... rid=... original=...`, a Python
+fn dechunk(body: &str) -> String {
+    String::from_utf8_lossy(&dechunk_bytes(body.as_bytes())).into_owned()
+}
+
+/// A small upstream on its own thread: answers `tag path=... xff=... rid=... original=...`, a JSON
+/// list of 200 items on `/json...` (with a cookie when the path says so), a Python
 /// traceback with 500 on `/boom`, and counts POST bodies.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -289,6 +301,21 @@ async fn answer(
         header("x-original-url"),
         header("expect"),
     );
+    if request.uri().path().contains("/json") {
+        let items: Vec<String> = (0..200)
+            .map(|i| format!("{{\"id\":{i},\"name\":\"item {i}\"}}"))
+            .collect();
+        let mut response = Response::new(Full::new(Bytes::from(format!("[{}]", items.join(",")))));
+        let headers = response.headers_mut();
+        headers.insert("content-type", "application/json".parse().expect("value"));
+        if request.uri().path().contains("cookie") {
+            headers.insert(
+                "set-cookie",
+                "session=secret; HttpOnly".parse().expect("value"),
+            );
+        }
+        return Ok(response);
+    }
     if request.uri().path() == "/boom" {
         let traceback = "Traceback (most recent call last):\n  File \"/srv/app/main.py\", line 42, in pay\n\
                          sqlalchemy.exc.ProgrammingError: SELECT * FROM users WHERE id = 1\n";
