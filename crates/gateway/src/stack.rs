@@ -60,11 +60,9 @@ struct RequestContext<'g> {
     method: http::Method,
     /// The client accepts a gzipped response.
     accepts_gzip: bool,
+    /// The response came from an upstream: its own CSP is kept unless the route sets one.
+    from_upstream: bool,
 }
-
-/// Marks a response that came from an upstream, whose own CSP is kept unless the route sets one.
-#[derive(Debug, Clone, Copy)]
-struct FromUpstream;
 
 impl Gateway {
     pub(crate) fn new(settings: Settings, events: EventSink) -> Result<Self, http::Error> {
@@ -111,6 +109,7 @@ impl Gateway {
             cors_origin: None,
             method: request.method().clone(),
             accepts_gzip: compress::accepts_gzip(request.headers()),
+            from_upstream: false,
         };
         let mut response = match self.route_and_forward(request, &mut ctx).await {
             Ok(response) => response,
@@ -118,8 +117,7 @@ impl Gateway {
         };
         let status = response.status();
         self.finish(&mut response, &ctx);
-        let from_upstream = response.extensions().get::<FromUpstream>().is_some();
-        if from_upstream && ctx.accepts_gzip {
+        if ctx.from_upstream && ctx.accepts_gzip {
             let secret = ctx.route.is_some_and(|r| r.settings.secret);
             response = compress::maybe_compress(response, &ctx.method, secret);
         }
@@ -182,7 +180,7 @@ impl Gateway {
         request: Request<Incoming>,
         route: &Route,
         path_and_query: PathAndQuery,
-        ctx: &RequestContext<'_>,
+        ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
         let limit = route
             .settings
@@ -265,8 +263,8 @@ impl Gateway {
                 format!("upstream answered {status}"),
             ));
         }
-        let mut response = proxy::downstream_response(response);
-        response.extensions_mut().insert(FromUpstream);
+        let response = proxy::downstream_response(response);
+        ctx.from_upstream = true;
         Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
     }
 
@@ -306,7 +304,7 @@ impl Gateway {
 
     /// Response hardening, on every response, the gateway's own and the upstream's.
     fn finish(&self, response: &mut Response<Body>, ctx: &RequestContext<'_>) {
-        let csp = if response.extensions().get::<FromUpstream>().is_some() {
+        let csp = if ctx.from_upstream {
             ctx.route.and_then(|r| r.csp.as_ref())
         } else {
             Some(self.headers.gateway_csp())
