@@ -25,6 +25,7 @@ mod proxy;
 mod respond;
 mod route;
 mod settings;
+mod slow_client;
 mod stack;
 mod telemetry;
 mod tls;

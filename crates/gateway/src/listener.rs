@@ -25,6 +25,7 @@ use crate::admin::Admin;
 use crate::events::EventSink;
 use crate::respond;
 use crate::settings::{ErrorDetail, Settings};
+use crate::slow_client::{Deadlines, OnSlowHead, TrackedBody, Watch};
 use crate::stack::{Connection, Gateway};
 use crate::tls::{ReloadableTls, TlsError};
 
@@ -257,7 +258,8 @@ fn connection_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.limits.header_read_timeout)
+        // Head and keep-alive deadlines are kept by `slow_client`, which can tell them apart.
+        .header_read_timeout(None)
         .max_buf_size(HEADER_BUFFER_CAP)
         .max_headers(settings.limits.max_headers.saturating_mul(2).max(100))
         .keep_alive(true);
@@ -284,11 +286,14 @@ async fn serve_public(
         tls: tls.is_some(),
     };
     match tls {
-        None => serve_connection(&shared.builder, stream, gateway, conn).await,
+        None => serve_connection(&shared.builder, stream, gateway, conn, false).await,
         Some(config) => {
             let handshake = TlsAcceptor::from(config).accept(stream);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                Ok(Ok(stream)) => serve_connection(&shared.builder, stream, gateway, conn).await,
+                Ok(Ok(stream)) => {
+                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_connection(&shared.builder, stream, gateway, conn, http2).await
+                }
                 Ok(Err(error)) => tracing::debug!(%error, %peer, "tls handshake failed"),
                 Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
             }
@@ -302,23 +307,47 @@ async fn serve_connection<S>(
     stream: S,
     gateway: Arc<Gateway>,
     conn: Connection,
+    http2: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let limits = &gateway.settings.limits;
+    let (head_timeout, idle_timeout) = (limits.header_read_timeout, limits.keepalive_timeout);
+    let events = gateway.events.clone();
+    let client = conn.peer.ip();
+    let on_slow_head: OnSlowHead = Box::new(move || {
+        Box::pin(async move {
+            let id = RequestId::generate();
+            let event = SecurityEvent::new(EventKind::RequestTimeout, events.now())
+                .with_request(&id, client)
+                .with_details(
+                    serde_json::json!({ "reason": "request headers not received in time" }),
+                );
+            events.emit(event).await;
+            respond::raw_error_response(Reject::RequestTimeout, &id)
+        })
+    });
+    let watch = Arc::new(Watch::default());
+    let stream = Deadlines::new(
+        stream,
+        watch.clone(),
+        head_timeout,
+        idle_timeout,
+        http2,
+        on_slow_head,
+    );
     let service = service_fn(move |request: Request<Incoming>| {
         let gateway = gateway.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) }
+        let in_flight = watch.begin();
+        async move {
+            let response = gateway.handle(request, conn).await;
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+        }
     });
     if let Err(error) = builder
         .serve_connection(TokioIo::new(stream), service)
         .await
     {
-        let timeout = error
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout);
-        if timeout {
-            metrics::counter!("portcullis_header_read_timeouts_total").increment(1);
-        }
         tracing::debug!(%error, peer = %conn.peer, "connection ended with an error");
     }
 }

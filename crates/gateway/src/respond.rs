@@ -24,18 +24,7 @@ pub(crate) fn error_response(
             html_body(reject, request_id, detail),
         )
     } else {
-        let mut error = serde_json::json!({
-            "code": reject.code(),
-            "message": reject.message(),
-            "request_id": request_id.as_str(),
-        });
-        if let Some(detail) = detail {
-            error["detail"] = serde_json::Value::from(detail);
-        }
-        (
-            "application/json",
-            serde_json::json!({ "error": error }).to_string(),
-        )
+        ("application/json", json_body(reject, request_id, detail))
     };
     let status = StatusCode::from_u16(reject.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = Response::new(full(body));
@@ -47,6 +36,34 @@ pub(crate) fn error_response(
         headers.insert("x-request-id", id);
     }
     response
+}
+
+fn json_body(reject: Reject, request_id: &RequestId, detail: Option<&str>) -> String {
+    let mut error = serde_json::json!({
+        "code": reject.code(),
+        "message": reject.message(),
+        "request_id": request_id.as_str(),
+    });
+    if let Some(detail) = detail {
+        error["detail"] = serde_json::Value::from(detail);
+    }
+    serde_json::json!({ "error": error }).to_string()
+}
+
+/// The common error body as a complete HTTP/1.1 message that closes the connection, for the
+/// few answers written beneath hyper (a client too slow to send its headers).
+pub(crate) fn raw_error_response(reject: Reject, request_id: &RequestId) -> Vec<u8> {
+    let body = json_body(reject, request_id, None);
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\
+         cache-control: no-store\r\nconnection: close\r\nx-content-type-options: nosniff\r\n\
+         content-security-policy: default-src 'none'; frame-ancestors 'none'\r\nx-request-id: {id}\r\n\r\n{body}",
+        status = reject.status(),
+        reason = StatusCode::from_u16(reject.status()).ok().and_then(|s| s.canonical_reason()).unwrap_or(""),
+        length = body.len(),
+        id = request_id.as_str(),
+    )
+    .into_bytes()
 }
 
 fn html_body(reject: Reject, request_id: &RequestId, detail: Option<&str>) -> String {

@@ -69,8 +69,10 @@ pub struct LimitSettings {
     pub max_uri_bytes: usize,
     /// Body size, unless a route sets its own.
     pub max_body_bytes: u64,
-    /// Longest wait for a request's headers (slowloris).
+    /// Longest time from a request's first byte to the end of its headers (slowloris).
     pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub keepalive_timeout: Duration,
     /// Longest time from the request's start to the upstream's response headers.
     pub request_timeout: Duration,
 }

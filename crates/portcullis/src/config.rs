@@ -107,6 +107,7 @@ pub(crate) struct RawLimits {
     pub(crate) max_uri_bytes: Option<usize>,
     pub(crate) max_body_bytes: Option<u64>,
     pub(crate) header_read_timeout: Option<String>,
+    pub(crate) keepalive_timeout: Option<String>,
     pub(crate) request_timeout: Option<String>,
 }
 
@@ -396,6 +397,10 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         header_read_timeout: duration(
             "limits.header_read_timeout",
             l.header_read_timeout.get_or_insert("10s".into()),
+        )?,
+        keepalive_timeout: duration(
+            "limits.keepalive_timeout",
+            l.keepalive_timeout.get_or_insert("75s".into()),
         )?,
         request_timeout: duration(
             "limits.request_timeout",

@@ -488,3 +488,83 @@ fn textual_responses_are_gzipped_except_those_that_carry_secrets() {
         );
     }
 }
+
+#[test]
+fn a_slow_request_head_gets_408_and_an_event_while_slow_bodies_and_idle_keepalive_do_not() {
+    use std::io::Read as _;
+    let upstream = Upstream::start("APP");
+    let limits = "[limits]\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"2s\"";
+    let gateway = Gateway::start(&catch_all(limits, &upstream.url(), ""), &[]);
+
+    // Slowloris: a head that never ends.
+    let mut slow = TcpStream::connect(gateway.addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 1\r\n")
+        .expect("send");
+    let started = std::time::Instant::now();
+    let mut reply = String::new();
+    let _ = slow.read_to_string(&mut reply);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("\"code\":\"request_timeout\""), "{reply}");
+
+    // A body trickling in slower than the head timeout is not cut: the head arrived in time.
+    let mut upload = TcpStream::connect(gateway.addr).expect("connect");
+    upload
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    upload
+        .write_all(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
+        )
+        .expect("head");
+    for byte in b"abcd" {
+        std::thread::sleep(Duration::from_millis(600));
+        upload.write_all(&[*byte]).expect("byte");
+    }
+    let mut reply = String::new();
+    let _ = upload.read_to_string(&mut reply);
+    assert!(reply.contains("received=4"), "{reply}");
+
+    // An idle keep-alive connection is closed quietly after keepalive_timeout, not answered 408,
+    // even though that is longer than the head timeout.
+    let mut idle = TcpStream::connect(gateway.addr).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    idle.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    let mut first = [0u8; 4096];
+    let n = idle.read(&mut first).expect("first response");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(1500));
+    idle.write_all(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("still open after 1.5 s idle");
+    let n = idle.read(&mut first).expect("second response");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    let dir = gateway.stop();
+    let data = dir.0.join("data");
+    let (_, tail) = run(
+        &["audit", "tail", "--data-dir", data.to_str().expect("utf8")],
+        &[],
+    );
+    assert_eq!(
+        tail.matches("\"kind\":\"request_timeout\"").count(),
+        1,
+        "{tail}"
+    );
+}
