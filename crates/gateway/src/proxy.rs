@@ -1,6 +1,7 @@
-//! The upstream proxy: a pooled keep-alive HTTP/1.1 client, and the rewriting of a request for
-//! its upstream (normalized path, no hop-by-hop or client-sent forwarding headers, our own
-//! `X-Forwarded-*` and `X-Request-Id`).
+//! The upstream proxy: a pooled keep-alive HTTP/1.1 client (plain, or TLS verified against the
+//! system's roots plus `upstream.ca_file`), and the rewriting of a request for its upstream
+//! (normalized path, no hop-by-hop or client-sent forwarding headers, our own `X-Forwarded-*`
+//! and `X-Request-Id`).
 
 use std::net::IpAddr;
 
@@ -9,28 +10,65 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use crate::body::Body;
 use crate::header_filter;
 use crate::settings::UpstreamSettings;
+use crate::tls::TlsError;
 
 /// The pooled client shared by all routes.
-pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
+pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-pub(crate) fn client(settings: &UpstreamSettings) -> UpstreamClient {
+pub(crate) fn client(settings: &UpstreamSettings) -> Result<UpstreamClient, TlsError> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(settings.connect_timeout));
     connector.set_nodelay(true);
     connector.set_keepalive(Some(settings.idle_timeout));
-    Client::builder(TokioExecutor::new())
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(upstream_tls(settings)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(settings.idle_timeout)
         .pool_max_idle_per_host(settings.max_idle_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector)
+        .build(connector))
+}
+
+/// TLS to upstreams: certificates verified, always; trusted roots are the system's and those
+/// in `ca_file` (for a private CA).
+fn upstream_tls(settings: &UpstreamSettings) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "a system root certificate could not be loaded");
+    }
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &settings.ca_file {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|source| TlsError::Certificate {
+                path: path.display().to_string(),
+                source,
+            })?;
+        for certificate in certificates {
+            roots.add(certificate)?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// What the gateway tells the upstream about the request.

@@ -86,6 +86,8 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// Idle connections kept per upstream.
     pub max_idle_per_host: usize,
+    /// Extra trusted roots (PEM) for `https://` upstreams, beside the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Security headers.
@@ -112,7 +114,7 @@ pub struct RouteSettings {
     pub host: Option<String>,
     /// Path prefix, matched on whole segments after normalization.
     pub path: String,
-    /// Upstream base URLs (`http://host:port`), used in turn.
+    /// Upstream base URLs (`http://host:port` or `https://host:port`), used in turn.
     pub upstreams: Vec<http::Uri>,
     /// Body limit of this route.
     pub max_body_bytes: Option<u64>,

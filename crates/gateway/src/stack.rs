@@ -18,6 +18,7 @@ use crate::cors::{self, CorsDecision};
 use crate::events::EventSink;
 use crate::hidden;
 use crate::limits;
+use crate::listener::StartError;
 use crate::normalize::normalize;
 use crate::proxy::{self, Forwarding, UpstreamClient};
 use crate::respond::{self, SecurityHeaders};
@@ -65,10 +66,10 @@ struct RequestContext<'g> {
 }
 
 impl Gateway {
-    pub(crate) fn new(settings: Settings, events: EventSink) -> Result<Self, http::Error> {
+    pub(crate) fn new(settings: Settings, events: EventSink) -> Result<Self, StartError> {
         let routes = RouteTable::new(&settings.routes)?;
         Ok(Self {
-            upstream: proxy::client(&settings.upstream),
+            upstream: proxy::client(&settings.upstream)?,
             headers: SecurityHeaders::new(&settings.headers, settings.hsts)?,
             listener_is_loopback: settings.listen.ip().is_loopback(),
             routes,

@@ -117,6 +117,8 @@ pub(crate) struct RawUpstream {
     pub(crate) connect_timeout: Option<String>,
     pub(crate) idle_timeout: Option<String>,
     pub(crate) max_idle_per_host: Option<usize>,
+    /// Extra trusted roots (PEM) for `https://` upstreams.
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -418,6 +420,7 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
             u.idle_timeout.get_or_insert("90s".into()),
         )?,
         max_idle_per_host: *u.max_idle_per_host.get_or_insert(256),
+        ca_file: u.ca_file.clone(),
     };
     let h = &mut raw.headers;
     let headers = HeaderSettings {
@@ -500,11 +503,8 @@ fn resolve_route(
             .parse()
             .map_err(|e| anyhow!("{at}: upstream {url:?}: {e}"))?;
         match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                bail!("{at}: https upstreams are not supported yet; use http on a private network")
-            }
-            _ => bail!("{at}: upstream {url:?} must be an http:// URL"),
+            Some("http" | "https") => {}
+            _ => bail!("{at}: upstream {url:?} must be an http:// or https:// URL"),
         }
         if uri.authority().is_none() || uri.path().len() > 1 {
             bail!("{at}: upstream {url:?} must be scheme://host:port with no path");

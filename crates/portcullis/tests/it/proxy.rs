@@ -568,3 +568,27 @@ fn a_slow_request_head_gets_408_and_an_event_while_slow_bodies_and_idle_keepaliv
         "{tail}"
     );
 }
+
+#[test]
+fn https_upstreams_are_verified_against_the_configured_ca() {
+    let (upstream, cert_pem) = Upstream::start_tls("SECURE");
+    let dir = crate::support::TempDir::new("upca");
+    let ca = dir.write("ca.pem", &cert_pem);
+    let trusted = catch_all(
+        &format!("[upstream]\nca_file = \"{}\"", ca.display()),
+        &upstream.tls_url(),
+        "",
+    );
+    let gateway = Gateway::start(&trusted, &[]);
+    let reply = get(gateway.addr, "/over/tls", &[]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply.body.starts_with("SECURE path=/over/tls "),
+        "{}",
+        reply.body
+    );
+    // Without the CA the certificate is not trusted: 502, never a silent plain connection.
+    let untrusted = Gateway::start(&catch_all("", &upstream.tls_url(), ""), &[]);
+    let reply = get(untrusted.addr, "/over/tls", &[]);
+    assert_eq!(reply.status, 502, "{reply:?}");
+}
