@@ -249,30 +249,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(tag: &'static str) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        let addr = listener.local_addr().expect("addr");
-        listener.set_nonblocking(true).expect("nonblocking");
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |r| answer(tag, r));
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-        });
-        Self { addr }
+        Self::serve(tag, None)
     }
 
     pub fn url(&self) -> String {
@@ -296,6 +273,10 @@ impl Upstream {
             .with_single_cert(vec![cert], key)
             .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        (Self::serve(tag, Some(acceptor)), cert_pem)
+    }
+
+    fn serve(tag: &'static str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -310,20 +291,31 @@ impl Upstream {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
-                    let acceptor = acceptor.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let Ok(stream) = acceptor.accept(stream).await else {
-                            return;
-                        };
                         let service = hyper::service::service_fn(move |r| answer(tag, r));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let builder =
+                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let _ = match tls {
+                            None => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Some(tls) => {
+                                let Ok(stream) = tls.accept(stream).await else {
+                                    return;
+                                };
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                        };
                     });
                 }
             });
         });
-        (Self { addr }, cert_pem)
+        Self { addr }
     }
 
     /// The TLS upstream's URL, by the name its certificate carries.
