@@ -1,0 +1,421 @@
+//! The decoding pipeline every field goes through before detection.
+//!
+//! Attackers encode payloads so that a filter reading the raw bytes misses what the application
+//! will read after its own decoding. So we decode the way applications do, repeatedly, and
+//! record each evasion we undo as evidence. Every step is one linear pass whose output is never
+//! longer than its input, and the number of rounds is capped, so the whole pipeline is linear in
+//! the input.
+//!
+//! Hand-written because no maintained crate decodes `%uXXXX`, overlong UTF-8, entities without
+//! their `;`, and JS/CSS escapes with the leniency browsers and servers show; each step is a
+//! small byte loop, fuzzed (`fuzz/fuzz_targets/decode.rs`).
+
+/// How many percent-decoding rounds we undo. Three catches triple encoding (`%25252e`); beyond
+/// that no server decodes, so deeper layers cannot be a payload the application sees.
+pub const MAX_PERCENT_ROUNDS: usize = 3;
+
+/// Evasions the pipeline undid, as bit flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evasions(u8);
+
+impl Evasions {
+    pub const MULTIPLE_ENCODING: Evasions = Evasions(1);
+    pub const PERCENT_U: Evasions = Evasions(1 << 1);
+    pub const OVERLONG_UTF8: Evasions = Evasions(1 << 2);
+    pub const NUL: Evasions = Evasions(1 << 3);
+    pub const INVALID_UTF8: Evasions = Evasions(1 << 4);
+
+    pub fn contains(self, other: Evasions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn insert(&mut self, other: Evasions) {
+        self.0 |= other.0;
+    }
+
+    /// The names of the flags that are set, for evidence and `waf check`.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::MULTIPLE_ENCODING, "multiple_encoding"),
+            (Self::PERCENT_U, "percent_u"),
+            (Self::OVERLONG_UTF8, "overlong_utf8"),
+            (Self::NUL, "nul"),
+            (Self::INVALID_UTF8, "invalid_utf8"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| self.contains(*flag))
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
+
+/// The forms of one field that detectors read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// Percent-decoded until stable (at most [`MAX_PERCENT_ROUNDS`]), overlong UTF-8 folded to
+    /// what it encodes, NUL removed.
+    pub text: Vec<u8>,
+    /// `text` with HTML entities and JS/CSS escapes decoded, when that changed anything: what a
+    /// browser's parser reads inside markup and scripts.
+    pub markup: Option<Vec<u8>>,
+    pub evasions: Evasions,
+    /// How many percent-decoding rounds changed the value.
+    pub percent_rounds: usize,
+}
+
+impl Decoded {
+    /// The distinct forms, plain first.
+    pub fn forms(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        std::iter::once(("text", self.text.as_slice()))
+            .chain(self.markup.as_deref().map(|markup| ("markup", markup)))
+    }
+}
+
+/// Runs the pipeline on one field value. `already_decoded` says whether a form parser already
+/// undid one layer of percent-encoding (query and form arguments), so that a further layer
+/// counts as multiple encoding.
+pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded {
+    let mut evasions = Evasions::default();
+    let mut text = raw.to_vec();
+    let mut percent_rounds = 0;
+    while percent_rounds < MAX_PERCENT_ROUNDS && memchr::memchr(b'%', &text).is_some() {
+        let (next, saw_percent_u) = percent_decode(&text);
+        if next == text {
+            break;
+        }
+        if saw_percent_u {
+            evasions.insert(Evasions::PERCENT_U);
+        }
+        text = next;
+        percent_rounds += 1;
+    }
+    if percent_rounds > usize::from(!already_decoded) {
+        evasions.insert(Evasions::MULTIPLE_ENCODING);
+    }
+    if fold_overlong_utf8(&mut text) {
+        evasions.insert(Evasions::OVERLONG_UTF8);
+    }
+    if memchr::memchr(0, &text).is_some() {
+        text.retain(|&byte| byte != 0);
+        evasions.insert(Evasions::NUL);
+    }
+    if std::str::from_utf8(&text).is_err() {
+        evasions.insert(Evasions::INVALID_UTF8);
+    }
+    let markup = if memchr::memchr2(b'&', b'\\', &text).is_some() {
+        let decoded = decode_escapes(&decode_entities(&text));
+        (decoded != text).then_some(decoded)
+    } else {
+        None
+    };
+    Decoded {
+        text,
+        markup,
+        evasions,
+        percent_rounds,
+    }
+}
+
+fn hex_value(byte: u8) -> Option<u32> {
+    char::from(byte).to_digit(16)
+}
+
+/// Reads up to `max` hex digits at the start of `bytes`: (value, digits read).
+fn hex_prefix(bytes: &[u8], max: usize) -> (u32, usize) {
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    for &byte in bytes.iter().take(max) {
+        match hex_value(byte) {
+            Some(digit) => {
+                value = value.saturating_mul(16).saturating_add(digit);
+                digits += 1;
+            }
+            None => break,
+        }
+    }
+    (value, digits)
+}
+
+fn push_char(out: &mut Vec<u8>, code: u32) {
+    let ch = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+    let mut buf = [0; 4];
+    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+}
+
+/// One round of `%XX` and IIS's `%uXXXX`. Returns whether a `%u` form was seen.
+fn percent_decode(input: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::with_capacity(input.len());
+    let mut saw_percent_u = false;
+    let mut i = 0;
+    while i < input.len() {
+        let byte = input[i];
+        if byte == b'%' {
+            let rest = &input[i + 1..];
+            if let [b'u' | b'U', tail @ ..] = rest {
+                let (code, digits) = hex_prefix(tail, 4);
+                if digits == 4 {
+                    push_char(&mut out, code);
+                    saw_percent_u = true;
+                    i += 6;
+                    continue;
+                }
+            }
+            let (value, digits) = hex_prefix(rest, 2);
+            if digits == 2 {
+                out.push(value as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(byte);
+        i += 1;
+    }
+    (out, saw_percent_u)
+}
+
+/// Replaces overlong UTF-8 sequences (`C0 AE` for `.`, `E0 80 AF` for `/`) with the ASCII they
+/// encode: strict decoders reject them, but old ones and some path handlers accept them, which
+/// made them a classic traversal evasion. Returns whether any were found.
+fn fold_overlong_utf8(text: &mut Vec<u8>) -> bool {
+    let is_continuation = |byte: u8| byte & 0xC0 == 0x80;
+    let mut found = false;
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let byte = text[i];
+        match (byte, text.get(i + 1).copied(), text.get(i + 2).copied()) {
+            (0xC0 | 0xC1, Some(second), _) if is_continuation(second) => {
+                let code = (u32::from(byte & 0x1F) << 6) | u32::from(second & 0x3F);
+                push_char(&mut out, code);
+                found = true;
+                i += 2;
+            }
+            (0xE0, Some(second), Some(third))
+                if (0x80..0xA0).contains(&second) && is_continuation(third) =>
+            {
+                let code = (u32::from(second & 0x3F) << 6) | u32::from(third & 0x3F);
+                push_char(&mut out, code);
+                found = true;
+                i += 3;
+            }
+            _ => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    if found {
+        *text = out;
+    }
+    found
+}
+
+/// Named entities that spell markup, URL or script syntax. Browsers know two thousand more, but
+/// those decode to letters and symbols no detector keys on.
+const NAMED_ENTITIES: &[(&[u8], u8)] = &[
+    (b"lt", b'<'),
+    (b"gt", b'>'),
+    (b"amp", b'&'),
+    (b"quot", b'"'),
+    (b"apos", b'\''),
+    (b"colon", b':'),
+    (b"semi", b';'),
+    (b"sol", b'/'),
+    (b"bsol", b'\\'),
+    (b"lpar", b'('),
+    (b"rpar", b')'),
+    (b"equals", b'='),
+    (b"grave", b'`'),
+    (b"tab", b'\t'),
+    (b"newline", b'\n'),
+    (b"nbsp", b' '),
+    (b"period", b'.'),
+    (b"comma", b','),
+    (b"excl", b'!'),
+    (b"lsqb", b'['),
+    (b"rsqb", b']'),
+    (b"lcub", b'{'),
+    (b"rcub", b'}'),
+];
+
+/// Decodes `&#60;`, `&#x3c;` (with or without `;`, any number of leading zeros, as browsers
+/// do) and the named entities above.
+fn decode_entities(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'&' {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let rest = &input[i + 1..];
+        if let [b'#', tail @ ..] = rest {
+            let (hex, digits_at) = match tail {
+                [b'x' | b'X', ..] => (true, 1),
+                _ => (false, 0),
+            };
+            let digits = &tail[digits_at..];
+            let count = digits
+                .iter()
+                .take(16)
+                .take_while(|byte| {
+                    if hex {
+                        byte.is_ascii_hexdigit()
+                    } else {
+                        byte.is_ascii_digit()
+                    }
+                })
+                .count();
+            if count > 0 {
+                let radix = if hex { 16 } else { 10 };
+                let code = digits[..count].iter().fold(0u32, |acc, &byte| {
+                    acc.saturating_mul(radix)
+                        .saturating_add(char::from(byte).to_digit(radix).unwrap_or(0))
+                });
+                push_char(&mut out, code);
+                let mut consumed = 1 + 1 + digits_at + count;
+                if input.get(i + consumed) == Some(&b';') {
+                    consumed += 1;
+                }
+                i += consumed;
+                continue;
+            }
+        } else if let Some((name, byte)) = NAMED_ENTITIES.iter().find(|(name, _)| {
+            rest.len() > name.len()
+                && rest[..name.len()].eq_ignore_ascii_case(name)
+                && rest[name.len()] == b';'
+        }) {
+            out.push(*byte);
+            i += 1 + name.len() + 1;
+            continue;
+        }
+        out.push(b'&');
+        i += 1;
+    }
+    out
+}
+
+/// Decodes JS escapes (`\x3c`, `\u003c`, `\u{3c}`) and CSS escapes (`\3c `, `\00003c`).
+fn decode_escapes(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let rest = &input[i + 1..];
+        match rest {
+            [b'x', tail @ ..] if hex_prefix(tail, 2).1 == 2 => {
+                push_char(&mut out, hex_prefix(tail, 2).0);
+                i += 4;
+            }
+            [b'u', b'{', tail @ ..] => {
+                let (code, digits) = hex_prefix(tail, 6);
+                if digits > 0 && tail.get(digits) == Some(&b'}') {
+                    push_char(&mut out, code);
+                    i += 3 + digits + 1;
+                } else {
+                    out.push(b'\\');
+                    i += 1;
+                }
+            }
+            [b'u', tail @ ..] if hex_prefix(tail, 4).1 == 4 => {
+                push_char(&mut out, hex_prefix(tail, 4).0);
+                i += 6;
+            }
+            _ => {
+                let (code, digits) = hex_prefix(rest, 6);
+                if digits > 0 {
+                    push_char(&mut out, code);
+                    i += 1 + digits;
+                    if matches!(input.get(i), Some(b' ' | b'\t' | b'\n')) {
+                        i += 1;
+                    }
+                } else {
+                    out.push(b'\\');
+                    i += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_repeats_and_flags_layers() {
+        let decoded = decode(b"%252e%252e%252fetc", true);
+        assert_eq!(decoded.text, b"../etc");
+        assert!(decoded.evasions.contains(Evasions::MULTIPLE_ENCODING));
+
+        let once = decode(b"%2e%2e/etc", false);
+        assert_eq!(once.text, b"../etc");
+        assert!(!once.evasions.contains(Evasions::MULTIPLE_ENCODING));
+    }
+
+    #[test]
+    fn percent_rounds_are_capped() {
+        let decoded = decode(b"%2525252e", false);
+        assert_eq!(decoded.percent_rounds, MAX_PERCENT_ROUNDS);
+        assert_eq!(decoded.text, b"%2e");
+    }
+
+    #[test]
+    fn percent_u_overlong_and_nul_are_undone_and_flagged() {
+        let decoded = decode(b"%u003cscript%c0%ae%c0%ae/a%00b", false);
+        assert_eq!(decoded.text, b"<script../ab");
+        for flag in [Evasions::PERCENT_U, Evasions::OVERLONG_UTF8, Evasions::NUL] {
+            assert!(decoded.evasions.contains(flag), "{:?}", decoded.evasions);
+        }
+    }
+
+    #[test]
+    fn entities_and_escapes_give_the_markup_form() {
+        let decoded = decode(b"java&#x73;cript&colon;alert&#40;1&rpar;", true);
+        assert_eq!(decoded.markup.as_deref(), Some(&b"javascript:alert(1)"[..]));
+        let decoded = decode(br"\x3cimg src=x onerror=\u0061lert(1)\u{3e}", true);
+        assert_eq!(
+            decoded.markup.as_deref(),
+            Some(&b"<img src=x onerror=alert(1)>"[..])
+        );
+        let decoded = decode(br"\3c svg\3e", true);
+        assert_eq!(decoded.markup.as_deref(), Some(&b"<svg>"[..]));
+    }
+
+    #[test]
+    fn plain_text_has_no_markup_form_and_no_evasions() {
+        let decoded = decode(b"O'Brien & sons, 100% sure", true);
+        assert_eq!(decoded.markup, None);
+        assert!(decoded.evasions.is_empty());
+        assert_eq!(decoded.text, b"O'Brien & sons, 100% sure");
+    }
+
+    #[test]
+    fn outputs_never_grow() {
+        for input in [
+            &b"%u{10FFFF}&#x10FFFF;\\u{10FFFF}"[..],
+            b"&#1114111",
+            b"\\10FFFF",
+        ] {
+            let decoded = decode(input, false);
+            assert!(decoded.text.len() <= input.len());
+            if let Some(markup) = decoded.markup {
+                assert!(
+                    markup.len() <= input.len(),
+                    "{:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+    }
+}

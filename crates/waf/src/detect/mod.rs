@@ -1,0 +1,134 @@
+//! Detectors and the rules they report.
+//!
+//! Each detector reads one decoded form of one field and reports hits of its rules. A rule has
+//! a CRS-style id in its family's range (930 traversal, 932 command injection, 941 XSS,
+//! 942 SQL injection, 920/921 protocol), a severity that becomes its anomaly score, and the
+//! paranoia level from which it counts.
+
+pub mod cmdi;
+pub mod protocol;
+pub mod sqli;
+pub mod traversal;
+pub mod xss;
+
+use std::ops::Range;
+
+/// Which detector produced a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    Sqli,
+    Xss,
+    Traversal,
+    CommandInjection,
+    Protocol,
+    Evasion,
+}
+
+impl Detector {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::Sqli => "sqli",
+            Detector::Xss => "xss",
+            Detector::Traversal => "traversal",
+            Detector::CommandInjection => "command_injection",
+            Detector::Protocol => "protocol",
+            Detector::Evasion => "evasion",
+        }
+    }
+}
+
+/// CRS's severities and the anomaly score each adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Notice,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Severity {
+    pub fn score(self) -> u32 {
+        match self {
+            Severity::Critical => 5,
+            Severity::Error => 4,
+            Severity::Warning => 3,
+            Severity::Notice => 2,
+        }
+    }
+}
+
+/// One detection rule.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: u32,
+    pub detector: Detector,
+    pub severity: Severity,
+    /// The lowest paranoia level at which the rule runs.
+    pub paranoia: u8,
+    pub description: &'static str,
+}
+
+/// A rule that matched a span of one decoded form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: &'static Rule,
+    /// Byte span in the decoded form the detector read.
+    pub span: Range<usize>,
+    /// The detector's fingerprint of the match (SQL token classes, the shell command, the
+    /// normalized path).
+    pub fingerprint: String,
+}
+
+impl Hit {
+    pub fn new(rule: &'static Rule, span: Range<usize>, fingerprint: impl Into<String>) -> Self {
+        Hit {
+            rule,
+            span,
+            fingerprint: fingerprint.into(),
+        }
+    }
+}
+
+/// Every rule, for documentation, `waf check` and the exclusions' validation.
+pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
+    sqli::RULES
+        .iter()
+        .chain(xss::RULES)
+        .chain(traversal::RULES)
+        .chain(cmdi::RULES)
+        .chain(protocol::RULES)
+        .copied()
+}
+
+/// Finds the rule with `id`.
+pub fn rule(id: u32) -> Option<&'static Rule> {
+    all_rules().find(|rule| rule.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_are_unique_and_in_their_family() {
+        let mut ids: Vec<u32> = all_rules().map(|rule| rule.id).collect();
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "duplicate rule id");
+        for rule in all_rules() {
+            let family = rule.id / 1000;
+            let expected: &[u32] = match rule.detector {
+                Detector::Sqli => &[942],
+                Detector::Xss => &[941],
+                Detector::Traversal => &[930],
+                Detector::CommandInjection => &[932],
+                Detector::Protocol | Detector::Evasion => &[920, 921],
+            };
+            assert!(expected.contains(&family), "{rule:?}");
+            assert!((1..=4).contains(&rule.paranoia), "{rule:?}");
+        }
+    }
+}

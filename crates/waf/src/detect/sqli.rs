@@ -1,0 +1,257 @@
+//! SQL injection: libinjection's tokenizer and folded-token fingerprints.
+//!
+//! The input is tokenized as SQL three ways: as-is (a number or keyword context), as if it
+//! followed an opening `'`, and as if it followed an opening `"`, in ANSI and MySQL dialects.
+//! The tokens are folded (`UN/**/ION`, `1+1`, `'a' 'b'` concatenation) into a fingerprint of at
+//! most five token classes, which is looked up in libinjection's list of fingerprints that real
+//! injections produce. We use `libinjectionrs`, a pure-Rust port, measured on libinjection's
+//! own corpus before adoption (see `tests/corpus.rs`).
+//!
+//! What we own on top: libinjection's shortest fingerprints (`sos`, `1&1`, `1c`: a string, an
+//! operator, a string) also describe prose with quotes (`CHRISTMAS STOCKING "NOT" STUFFER`,
+//! `80% ACRYLIC AND 20% WOOL`). A short fingerprint counts at paranoia 1 only when the input
+//! also holds SQL syntax that prose does not: a comparison, a comment, a parenthesis, a
+//! statement separator. Otherwise it counts from paranoia 2.
+
+use std::sync::LazyLock;
+
+use libinjectionrs::sqli::TokenType;
+use libinjectionrs::{SqliFlags, SqliState};
+
+use regex::bytes::Regex;
+
+use super::{Detector, Hit, Rule, Severity};
+
+pub static LIBINJECTION: Rule = Rule {
+    id: 942100,
+    detector: Detector::Sqli,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "SQL injection: the input tokenizes to a fingerprint of known injections",
+};
+
+pub static SHORT_FINGERPRINT: Rule = Rule {
+    id: 942101,
+    detector: Detector::Sqli,
+    severity: Severity::Critical,
+    paranoia: 2,
+    description: "SQL injection: a short injection fingerprint in input without other SQL syntax",
+};
+
+pub static UNION_SELECT: Rule = Rule {
+    id: 942190,
+    detector: Detector::Sqli,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "SQL injection: UNION followed by SELECT",
+};
+
+pub static FILE_WRITE: Rule = Rule {
+    id: 942480,
+    detector: Detector::Sqli,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "SQL injection: INTO OUTFILE or DUMPFILE",
+};
+
+pub static ORDER_BY_PROBE: Rule = Rule {
+    id: 942150,
+    detector: Detector::Sqli,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "SQL injection: a column-count probe (ORDER BY or GROUP BY a number list)",
+};
+
+pub static RULES: &[&Rule] = &[
+    &LIBINJECTION,
+    &SHORT_FINGERPRINT,
+    &UNION_SELECT,
+    &FILE_WRITE,
+    &ORDER_BY_PROBE,
+];
+
+/// Statement shapes libinjection's five-token fingerprints miss: a bare `union select`
+/// fragment, `INTO OUTFILE` after a string, and `ORDER BY 1,2,3` column counting.
+static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
+    let table: [(&str, &'static Rule); 3] = [
+        (
+            r"(?i)\bunion\b(?:\s|/\*[^*]{0,64}\*/|\(|\ball\b|\bdistinct\b)*\bselect\b",
+            &UNION_SELECT,
+        ),
+        (r"(?i)\binto\s+(?:out|dump)file\b", &FILE_WRITE),
+        (
+            r#"(?i)(?:^|['"`\d)])\s*(?:order|group)\s+by\s+\d+(?:\s*,\s*\d+)*\s*(?:--|#|/\*|;|$)"#,
+            &ORDER_BY_PROBE,
+        ),
+    ];
+    table
+        .into_iter()
+        .filter_map(|(pattern, rule)| Some((Regex::new(pattern).ok()?, rule)))
+        .collect()
+});
+
+/// Fingerprints this short are whole expressions like `s&s`; longer ones carry structure.
+const SHORT_FINGERPRINT_LEN: usize = 3;
+
+/// Reports SQL injection in one decoded form.
+pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
+    if form.is_empty() || !may_hold_sql(form) {
+        return;
+    }
+    if detect_in(form, hits) {
+        return;
+    }
+    if memchr::memmem::find(form, b"/*").is_some() && detect_in(&strip_comments(form), hits) {
+        // Filters and some applications delete comments, which joins `UN/**/ION` into
+        // `UNION`: read the form that way too.
+        return;
+    }
+    if let Some((found, rule)) = PATTERNS
+        .iter()
+        .find_map(|(regex, rule)| regex.find(form).map(|found| (found, *rule)))
+    {
+        let fingerprint = String::from_utf8_lossy(found.as_bytes()).to_ascii_lowercase();
+        hits.push(Hit::new(rule, found.range(), fingerprint));
+    }
+}
+
+/// `/* ... */` removed (MySQL's executable `/*! ... */` keeps its content).
+fn strip_comments(form: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(form.len());
+    let mut rest = form;
+    while let Some(open) = memchr::memmem::find(rest, b"/*") {
+        out.extend_from_slice(&rest[..open]);
+        let body = &rest[open + 2..];
+        let close = memchr::memmem::find(body, b"*/").unwrap_or(body.len());
+        if let Some(executable) = body[..close].strip_prefix(b"!") {
+            let version_digits = executable
+                .iter()
+                .take_while(|byte| byte.is_ascii_digit())
+                .count();
+            out.extend_from_slice(&executable[version_digits..]);
+        }
+        rest = body.get(close + 2..).unwrap_or(&[]);
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Runs libinjection on `form`; true when it found a paranoia-1 injection.
+fn detect_in(form: &[u8], hits: &mut Vec<Hit>) -> bool {
+    let mut state = SqliState::new(form, SqliFlags::FLAG_NONE);
+    if !state.detect() {
+        return false;
+    }
+    let fingerprint = fingerprint_text(&state.fingerprint);
+    let span = match (state.tokens.first(), state.tokens.last()) {
+        (Some(first), Some(last)) => {
+            first.pos.min(form.len())..(last.pos + last.len).min(form.len())
+        }
+        _ => 0..form.len(),
+    };
+    let rule = if fingerprint.len() <= SHORT_FINGERPRINT_LEN && !has_sql_syntax(form, &state.tokens)
+    {
+        &SHORT_FINGERPRINT
+    } else {
+        &LIBINJECTION
+    };
+    hits.push(Hit::new(rule, span, fingerprint));
+    std::ptr::eq(rule, &LIBINJECTION)
+}
+
+fn fingerprint_text(raw: &[u8; 8]) -> String {
+    let len = raw.iter().position(|&byte| byte == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..len]).into_owned()
+}
+
+/// A value of letters, digits and spaces alone can be SQL (`1 union select 2`), but not
+/// without a space or an operator: a single bare word or number is never an injection. This
+/// skips the tokenizer for most identifiers, ids and tokens in real traffic.
+fn may_hold_sql(form: &[u8]) -> bool {
+    !form
+        .iter()
+        .all(|&byte| byte.is_ascii_alphanumeric() || byte == b'_')
+}
+
+/// Syntax that SQL injections carry and prose rarely does, outside the string tokens of the
+/// matching parse: in `&Q="MOD"&VIEW=1` the `=` signs are inside strings and do not count.
+fn has_sql_syntax(form: &[u8], tokens: &[libinjectionrs::sqli::Token]) -> bool {
+    let mut in_string = vec![false; form.len()];
+    for token in tokens
+        .iter()
+        .filter(|token| token.token_type == TokenType::String)
+    {
+        // A token keeps at most 32 bytes of its value, so find the string's end from its
+        // closing quote; an unterminated string runs to the end.
+        let start = token.pos.saturating_sub(1).min(form.len());
+        let content = token.pos.min(form.len());
+        let end = match token.str_close {
+            0 => form.len(),
+            quote => {
+                memchr::memchr(quote, &form[content..]).map_or(form.len(), |at| content + at + 1)
+            }
+        };
+        in_string[start..end].fill(true);
+    }
+    form.iter().enumerate().any(|(at, &byte)| {
+        !in_string[at]
+            && (matches!(
+                byte,
+                b'=' | b'<' | b'>' | b'(' | b')' | b';' | b'#' | b'|' | b'^' | b'~' | b'!' | b'@'
+            ) || (byte == b'-' || byte == b'/')
+                && matches!(form.get(at + 1), Some(b'-' | b'*'))
+                && form.get(at + 1) != Some(&b'/'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule_ids(input: &str) -> Vec<u32> {
+        let mut hits = Vec::new();
+        detect(input.as_bytes(), &mut hits);
+        hits.iter().map(|hit| hit.rule.id).collect()
+    }
+
+    #[test]
+    fn injections_fire_at_paranoia_one() {
+        for attack in [
+            "1' OR '1'='1",
+            "1 UNION SELECT username, password FROM users--",
+            "1' UN/**/ION SEL/**/ECT 1,2--",
+            "admin'--",
+            "1; DROP TABLE users",
+            "-1 and 1=0",
+        ] {
+            assert_eq!(rule_ids(attack), vec![942100], "{attack}");
+        }
+        for (attack, rule) in [
+            ("-1 union select", 942190),
+            ("' into outfile '/var/www/a.php", 942480),
+            ("c'  order by 99", 942150),
+        ] {
+            assert!(rule_ids(attack).contains(&rule), "{attack}");
+        }
+    }
+
+    #[test]
+    fn names_and_prose_pass() {
+        for benign in [
+            "O'Brien",
+            "please select a plan",
+            "Don't forget: select the union option",
+            "80% ACRYLIC AND 20% WOOL",
+            "abc_123",
+            "Sort the list in order by 5pm",
+            "The credit union: select a branch",
+        ] {
+            assert!(!rule_ids(benign).contains(&942100), "{benign}");
+        }
+    }
+
+    #[test]
+    fn short_fingerprints_without_syntax_count_from_paranoia_two() {
+        assert_eq!(rule_ids("CHRISTMAS STOCKING \"NOT\" STUFFER"), vec![942101]);
+    }
+}

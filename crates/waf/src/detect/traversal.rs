@@ -1,0 +1,231 @@
+//! Path traversal and local file inclusion.
+//!
+//! After the decoding pipeline, a value is read as a path the way both POSIX and Windows
+//! servers would: `\` is a separator, `;params` after a segment are dropped (`..;/` is `../` to
+//! Tomcat), `::$DATA` and trailing dots and spaces are stripped (NTFS ignores them). The
+//! segments are then resolved. The value is an attack when resolving climbs above the directory
+//! it starts in, or when it names a file no request should (`/etc/passwd`, `win.ini`, `.env`,
+//! `.git/`). Prose is never read as a path: a value with whitespace between words is only
+//! checked for climbing.
+
+use super::{Detector, Hit, Rule, Severity};
+
+pub static ESCAPES_ROOT: Rule = Rule {
+    id: 930100,
+    detector: Detector::Traversal,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "Path traversal: the path climbs above its starting directory",
+};
+
+pub static SENSITIVE_FILE: Rule = Rule {
+    id: 930120,
+    detector: Detector::Traversal,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "Local file inclusion: the path names an operating-system or secret file",
+};
+
+pub static ALTERNATE_STREAM: Rule = Rule {
+    id: 930110,
+    detector: Detector::Traversal,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "Path evasion: an NTFS alternate data stream (`::$DATA`)",
+};
+
+pub static RULES: &[&Rule] = &[&ESCAPES_ROOT, &ALTERNATE_STREAM, &SENSITIVE_FILE];
+
+/// Files and directories that reveal credentials or system configuration. Each is matched as
+/// whole trailing segments of the resolved path, case-insensitively (Windows folds case).
+const SENSITIVE_PATHS: &[&str] = &[
+    "etc/passwd",
+    "etc/shadow",
+    "etc/group",
+    "etc/hosts",
+    "etc/issue",
+    "etc/sudoers",
+    "etc/crontab",
+    "etc/master.passwd",
+    "etc/security/passwd",
+    "etc/mysql/my.cnf",
+    "etc/httpd/conf/httpd.conf",
+    "etc/apache2/apache2.conf",
+    "etc/nginx/nginx.conf",
+    "proc/self/environ",
+    "proc/self/cmdline",
+    "proc/self/fd",
+    "proc/version",
+    "var/log/auth.log",
+    "root/.bash_history",
+    "boot.ini",
+    "win.ini",
+    "system.ini",
+    "windows/system32/config/sam",
+    "windows/repair/sam",
+    "windows/system32/drivers/etc/hosts",
+    "inetpub/wwwroot/web.config",
+    "web-inf/web.xml",
+    "meta-inf/manifest.mf",
+    ".env",
+    ".htaccess",
+    ".htpasswd",
+    ".bash_history",
+    ".ssh/id_rsa",
+    ".ssh/authorized_keys",
+    ".aws/credentials",
+    ".git/config",
+    ".git/head",
+    ".svn/entries",
+    ".ds_store",
+    "wp-config.php",
+];
+
+/// Directories whose presence anywhere in a path is a probe (`/.git/objects/..`).
+const SENSITIVE_DIRS: &[&str] = &[".git", ".svn", ".hg", ".ssh", ".aws"];
+
+/// Reports traversal in one decoded form.
+pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
+    if !form
+        .iter()
+        .any(|&byte| matches!(byte, b'.' | b'/' | b'\\' | b':'))
+    {
+        return;
+    }
+    let text = String::from_utf8_lossy(form);
+    let looks_like_path = !text.trim().contains([' ', '\t', '\n']);
+    if looks_like_path && let Some(at) = find_ascii_case_insensitive(form, b"::$data") {
+        hits.push(Hit::new(&ALTERNATE_STREAM, at..at + 7, "::$DATA"));
+    }
+    let resolved = resolve(&text);
+    if resolved.escapes {
+        hits.push(Hit::new(
+            &ESCAPES_ROOT,
+            0..form.len(),
+            format!("{}../{}", "", resolved.segments.join("/")),
+        ));
+    }
+    if looks_like_path || resolved.escapes {
+        let lowered: Vec<String> = resolved
+            .segments
+            .iter()
+            .map(|segment| segment.to_ascii_lowercase())
+            .collect();
+        if let Some(name) = sensitive_match(&lowered) {
+            hits.push(Hit::new(&SENSITIVE_FILE, 0..form.len(), name));
+        }
+    }
+}
+
+/// A path resolved against an unknown starting directory.
+struct Resolved {
+    segments: Vec<String>,
+    /// Whether a `..` climbed above the start.
+    escapes: bool,
+}
+
+fn resolve(text: &str) -> Resolved {
+    let mut segments: Vec<String> = Vec::new();
+    let mut escapes = false;
+    for raw in text.split(['/', '\\']) {
+        // Tomcat and Jetty drop `;params` in a segment; NTFS drops trailing dots, spaces
+        // and the `::$DATA` stream name.
+        let segment = raw.split(';').next().unwrap_or("");
+        let lowered = segment.to_ascii_lowercase();
+        let segment = match lowered.find("::$data") {
+            Some(at) => &segment[..at],
+            None => segment,
+        };
+        let trimmed = segment.trim_end_matches([' ', '.']);
+        let is_parent = segment.starts_with("..") && trimmed.is_empty();
+        if is_parent {
+            if segments.pop().is_none() {
+                escapes = true;
+            }
+        } else if !(trimmed.is_empty() || segment == ".") {
+            segments.push(trimmed.to_owned());
+        }
+    }
+    Resolved { segments, escapes }
+}
+
+fn sensitive_match(segments: &[String]) -> Option<String> {
+    for known in SENSITIVE_PATHS {
+        let known_segments: Vec<&str> = known.split('/').collect();
+        if segments.len() >= known_segments.len() {
+            let tail = &segments[segments.len() - known_segments.len()..];
+            if tail.iter().zip(&known_segments).all(|(a, b)| a == b) {
+                return Some((*known).to_owned());
+            }
+        }
+    }
+    segments
+        .iter()
+        .take(segments.len().saturating_sub(1))
+        .find(|segment| SENSITIVE_DIRS.contains(&segment.as_str()))
+        .map(|dir| format!("{dir}/"))
+}
+
+fn find_ascii_case_insensitive(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule_ids(input: &str) -> Vec<u32> {
+        let mut hits = Vec::new();
+        detect(input.as_bytes(), &mut hits);
+        hits.iter().map(|hit| hit.rule.id).collect()
+    }
+
+    #[test]
+    fn climbing_out_fires_on_posix_and_windows_forms() {
+        for attack in [
+            "../../../../tmp/x",
+            "..\\..\\..\\boot",
+            "..;/..;/admin",
+            "foo/../../bar",
+            ".../.../x/../../..",
+            "....//....//x",
+        ] {
+            assert!(rule_ids(attack).contains(&930100), "{attack}");
+        }
+    }
+
+    #[test]
+    fn sensitive_files_fire_with_or_without_climbing() {
+        for attack in [
+            "/etc/passwd",
+            "../../etc/passwd",
+            "C:\\Windows\\win.ini",
+            "/var/www/.env",
+            "/app/.git/config",
+            "/repo/.git/objects/ab",
+            "/etc/passwd::$DATA",
+            "..\\..\\BOOT.INI",
+        ] {
+            assert!(rule_ids(attack).contains(&930120), "{attack}");
+        }
+        assert!(rule_ids("index.php::$DATA").contains(&930110));
+    }
+
+    #[test]
+    fn ordinary_paths_and_prose_pass() {
+        for benign in [
+            "/docs/guide/../intro.html",
+            "images/2024/cat.png",
+            "Please see ../ above... it explains",
+            "I edit my .env file every day",
+            "v1.2.3",
+            "https://example.com/a/b",
+            "wait... what?",
+            "C:\\Users\\me\\report.docx",
+        ] {
+            assert_eq!(rule_ids(benign), Vec::<u32>::new(), "{benign}");
+        }
+    }
+}
