@@ -34,6 +34,10 @@ pub enum EventKind {
     CorsDenied,
     /// The gateway started.
     GatewayStarted,
+    /// The WAF blocked a request; details hold the rule ids, the score and masked evidence.
+    WafBlock,
+    /// The WAF found an attack but only reports it (detect mode, or shadow rules).
+    WafDetect,
 }
 
 impl EventKind {
@@ -49,6 +53,8 @@ impl EventKind {
             Self::UpstreamErrorWithheld => "upstream_error_withheld",
             Self::CorsDenied => "cors_denied",
             Self::GatewayStarted => "gateway_started",
+            Self::WafBlock => "waf_block",
+            Self::WafDetect => "waf_detect",
         }
     }
 
@@ -61,7 +67,8 @@ impl EventKind {
             | Self::CorsDenied
             | Self::RequestLimitExceeded
             | Self::MalformedRequest => Severity::Low,
-            Self::PathRejected | Self::HiddenPathProbed => Severity::Medium,
+            Self::PathRejected | Self::HiddenPathProbed | Self::WafDetect => Severity::Medium,
+            Self::WafBlock => Severity::High,
         }
     }
 }

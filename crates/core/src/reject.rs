@@ -34,14 +34,18 @@ pub enum Reject {
     UpstreamError(u16),
     /// A CORS preflight from an origin that is not allowed.
     CorsDenied,
+    /// The WAF scored the request as an attack.
+    WafBlocked,
+    /// The body does not parse as its declared type (strict multipart, JSON, XML).
+    MalformedBody,
 }
 
 impl Reject {
     /// The HTTP status code.
     pub fn status(self) -> u16 {
         match self {
-            Self::BadPath | Self::BadRequest => 400,
-            Self::CorsDenied => 403,
+            Self::BadPath | Self::BadRequest | Self::MalformedBody => 400,
+            Self::CorsDenied | Self::WafBlocked => 403,
             Self::NoRoute | Self::Hidden => 404,
             Self::RequestTimeout => 408,
             Self::BodyTooLarge => 413,
@@ -69,6 +73,8 @@ impl Reject {
             Self::GatewayTimeout => "gateway_timeout",
             Self::UpstreamError(_) => "upstream_error",
             Self::CorsDenied => "cors_denied",
+            Self::WafBlocked => "request_blocked",
+            Self::MalformedBody => "malformed_body",
         }
     }
 
@@ -87,6 +93,8 @@ impl Reject {
             Self::GatewayTimeout => "The service did not answer in time",
             Self::UpstreamError(_) => "The service failed to handle the request",
             Self::CorsDenied => "This origin is not allowed",
+            Self::WafBlocked => "The request was blocked",
+            Self::MalformedBody => "The request body does not match its content type",
         }
     }
 
@@ -104,6 +112,8 @@ impl Reject {
             Self::Overloaded => Some(EventKind::ConnectionLimitReached),
             Self::UpstreamError(_) => Some(EventKind::UpstreamErrorWithheld),
             Self::CorsDenied => Some(EventKind::CorsDenied),
+            Self::WafBlocked => Some(EventKind::WafBlock),
+            Self::MalformedBody => Some(EventKind::MalformedRequest),
             Self::NoRoute | Self::BadGateway | Self::GatewayTimeout => None,
         }
     }

@@ -29,11 +29,12 @@ mod slow_client;
 mod stack;
 mod telemetry;
 mod tls;
+mod waf;
 
 pub use events::EventSink;
 pub use listener::{Running, StartError, start};
 pub use settings::{
-    CorsSettings, ErrorDetail, HeaderSettings, LimitSettings, RouteSettings, Settings, TlsSettings,
-    UpstreamSettings,
+    CorsSettings, ErrorDetail, HeaderSettings, LimitSettings, OverLimit, RouteSettings,
+    RouteWafSettings, Settings, TlsSettings, UpstreamSettings, WafMode, WafSettings,
 };
 pub use tls::{TlsError, load_server_config};

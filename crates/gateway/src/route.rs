@@ -13,6 +13,8 @@ pub(crate) struct Route {
     pub(crate) csp: Option<http::HeaderValue>,
     /// Request counts and latency of this route.
     pub(crate) telemetry: crate::telemetry::RouteTelemetry,
+    /// The route's WAF policy.
+    pub(crate) waf: crate::waf::Policy,
     /// The prefix without its trailing slash ("" for the root).
     prefix: String,
     next_upstream: AtomicUsize,
@@ -57,7 +59,10 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    pub(crate) fn new(settings: &[RouteSettings]) -> Result<Self, http::Error> {
+    pub(crate) fn new(
+        settings: &[RouteSettings],
+        waf: &crate::settings::WafSettings,
+    ) -> Result<Self, http::Error> {
         let mut routes = Vec::with_capacity(settings.len());
         for route in settings {
             routes.push(Route {
@@ -68,6 +73,7 @@ impl RouteTable {
                     .map(http::HeaderValue::from_str)
                     .transpose()?,
                 telemetry: crate::telemetry::RouteTelemetry::new(&route.name),
+                waf: crate::waf::Policy::new(waf, &route.waf),
                 settings: RouteSettings {
                     host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     ..route.clone()
@@ -147,11 +153,19 @@ mod tests {
             replace_upstream_errors: true,
             secret: false,
             cors: None,
+            waf: crate::settings::RouteWafSettings::default(),
         }
     }
 
     fn table(routes: &[RouteSettings]) -> RouteTable {
-        match RouteTable::new(routes) {
+        let waf = crate::settings::WafSettings {
+            mode: crate::settings::WafMode::Off,
+            engine: portcullis_waf::EngineConfig::default(),
+            body_limit: 0,
+            over_limit: crate::settings::OverLimit::Reject,
+            rule_header: false,
+        };
+        match RouteTable::new(routes, &waf) {
             Ok(table) => table,
             Err(error) => panic!("{error}"),
         }

@@ -36,8 +36,58 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// Response security headers.
     pub headers: HeaderSettings,
+    /// Request inspection.
+    pub waf: WafSettings,
     /// Routes, in file order.
     pub routes: Vec<RouteSettings>,
+}
+
+/// What the WAF does with a request it scores as an attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WafMode {
+    /// No inspection.
+    Off,
+    /// Inspect and record an event; never block.
+    Detect,
+    /// Inspect, record, and answer attacks with 403.
+    Block,
+}
+
+/// What to do with the part of a body beyond the inspection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverLimit {
+    /// Refuse the request (413): nothing reaches the upstream uninspected.
+    Reject,
+    /// Inspect the first `body_limit` bytes and pass the rest unread.
+    InspectPrefix,
+}
+
+/// The WAF stage, gateway-wide; routes override the mode, the body handling and exclusions.
+#[derive(Debug, Clone)]
+pub struct WafSettings {
+    /// Off, detect or block.
+    pub mode: WafMode,
+    /// Paranoia levels, threshold and gateway-wide exclusions.
+    pub engine: portcullis_waf::EngineConfig,
+    /// Most body bytes inspected.
+    pub body_limit: usize,
+    /// What happens to a body larger than `body_limit`.
+    pub over_limit: OverLimit,
+    /// Add `X-Portcullis-Waf-Rules` to responses (development and test profiles only).
+    pub rule_header: bool,
+}
+
+/// A route's WAF overrides.
+#[derive(Debug, Clone, Default)]
+pub struct RouteWafSettings {
+    /// The route's mode (`waf = "detect"`), over the gateway's.
+    pub mode: Option<WafMode>,
+    /// The route's inspection limit.
+    pub body_limit: Option<usize>,
+    /// The route's action beyond the limit.
+    pub over_limit: Option<OverLimit>,
+    /// Added to the gateway-wide exclusions.
+    pub exclusions: Vec<portcullis_waf::Exclusion>,
 }
 
 /// What error bodies say.
@@ -126,6 +176,8 @@ pub struct RouteSettings {
     pub secret: bool,
     /// CORS, when the route serves other origins.
     pub cors: Option<CorsSettings>,
+    /// WAF overrides.
+    pub waf: RouteWafSettings,
 }
 
 /// CORS of one route, with explicit origins only.

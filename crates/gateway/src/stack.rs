@@ -23,8 +23,9 @@ use crate::normalize::normalize;
 use crate::proxy::{self, Forwarding, UpstreamClient};
 use crate::respond::{self, SecurityHeaders};
 use crate::route::{self, Route, RouteTable};
-use crate::settings::Settings;
+use crate::settings::{Settings, WafMode};
 use crate::telemetry::RouteTelemetry;
+use crate::waf::{self, InspectedBody, StageError};
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -63,11 +64,15 @@ struct RequestContext<'g> {
     accepts_gzip: bool,
     /// The response came from an upstream: its own CSP is kept unless the route sets one.
     from_upstream: bool,
+    /// Ids of the WAF rules that matched, for the development response header.
+    waf_rules: Option<String>,
+    /// The stage that rejected the request already recorded a richer event than the rejection's.
+    event_recorded: bool,
 }
 
 impl Gateway {
     pub(crate) fn new(settings: Settings, events: EventSink) -> Result<Self, StartError> {
-        let routes = RouteTable::new(&settings.routes)?;
+        let routes = RouteTable::new(&settings.routes, &settings.waf)?;
         Ok(Self {
             upstream: proxy::client(&settings.upstream)?,
             headers: SecurityHeaders::new(&settings.headers, settings.hsts)?,
@@ -111,6 +116,8 @@ impl Gateway {
             method: request.method().clone(),
             accepts_gzip: compress::accepts_gzip(request.headers()),
             from_upstream: false,
+            waf_rules: None,
+            event_recorded: false,
         };
         let mut response = match self.route_and_forward(request, &mut ctx).await {
             Ok(response) => response,
@@ -172,13 +179,67 @@ impl Gateway {
                 PathAndQuery::try_from(rebuilt).map_err(|e| (Reject::BadPath, e.to_string()))?
             }
         };
+        let request = self.inspect(request, route, ctx).await?;
         self.forward(request, route, path_and_query, ctx).await
+    }
+
+    /// The WAF stage: score the request; record what matched; block attacks in block mode.
+    async fn inspect(
+        &self,
+        request: Request<Incoming>,
+        route: &Route,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Request<InspectedBody>, Rejection> {
+        let policy = &route.waf;
+        if policy.mode == WafMode::Off {
+            return Ok(request.map(InspectedBody::untouched));
+        }
+        let inspected = waf::inspect(policy, request, self.settings.limits.request_timeout)
+            .await
+            .map_err(|error| match error {
+                StageError::OverInspectionLimit(_) => (Reject::BodyTooLarge, error.to_string()),
+                StageError::Timeout => (Reject::RequestTimeout, error.to_string()),
+                StageError::Client(_) => (Reject::BadRequest, error.to_string()),
+            })?;
+        let blocking = policy.mode == WafMode::Block;
+        if let Some(reason) = inspected.malformed {
+            if blocking {
+                return Err((Reject::MalformedBody, reason));
+            }
+            self.emit(EventKind::MalformedRequest, ctx, &reason).await;
+        }
+        let verdict = inspected.verdict;
+        if !verdict.findings.is_empty() {
+            let rules = verdict.rule_ids();
+            let blocked = blocking && verdict.is_attack();
+            let kind = if blocked {
+                EventKind::WafBlock
+            } else {
+                EventKind::WafDetect
+            };
+            self.emit_details(kind, ctx, waf::event_details(&verdict, policy.mode))
+                .await;
+            let listed: Vec<String> = rules.iter().map(u32::to_string).collect();
+            ctx.waf_rules = Some(listed.join(", "));
+            if blocked {
+                ctx.event_recorded = true;
+                return Err((
+                    Reject::WafBlocked,
+                    format!(
+                        "anomaly score {} from rules {}",
+                        verdict.score,
+                        listed.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(inspected.request)
     }
 
     /// Body limit, then the upstream exchange under the request timeout.
     async fn forward(
         &self,
-        request: Request<Incoming>,
+        request: Request<InspectedBody>,
         route: &Route,
         path_and_query: PathAndQuery,
         ctx: &mut RequestContext<'_>,
@@ -276,7 +337,9 @@ impl Gateway {
         internal: &str,
         ctx: &RequestContext<'_>,
     ) -> Response<Body> {
-        if let Some(kind) = reject.event_kind() {
+        if let Some(kind) = reject.event_kind()
+            && !ctx.event_recorded
+        {
             self.emit(kind, ctx, internal).await;
         }
         tracing::info!(
@@ -296,10 +359,20 @@ impl Gateway {
     }
 
     async fn emit(&self, kind: EventKind, ctx: &RequestContext<'_>, internal: &str) {
+        let details = serde_json::json!({ "reason": portcullis_core::mask_pii(internal) });
+        self.emit_details(kind, ctx, details).await;
+    }
+
+    async fn emit_details(
+        &self,
+        kind: EventKind,
+        ctx: &RequestContext<'_>,
+        details: serde_json::Value,
+    ) {
         let event = SecurityEvent::new(kind, self.events.now())
             .with_request(&ctx.id, ctx.client.ip)
             .with_route(ctx.route.map(|r| r.settings.name.as_str()))
-            .with_details(serde_json::json!({ "reason": portcullis_core::mask_pii(internal) }));
+            .with_details(details);
         self.events.emit(event).await;
     }
 
@@ -315,6 +388,12 @@ impl Gateway {
         if let Ok(id) = HeaderValue::from_str(ctx.id.as_str()) {
             headers.insert(proxy::X_REQUEST_ID, id);
         }
+        if self.settings.waf.rule_header
+            && let Some(rules) = ctx.waf_rules.as_deref()
+            && let Ok(rules) = HeaderValue::from_str(rules)
+        {
+            headers.insert(X_PORTCULLIS_WAF_RULES, rules);
+        }
         if let (Some(origin), Some(cors)) = (
             &ctx.cors_origin,
             ctx.route.and_then(|r| r.settings.cors.as_ref()),
@@ -323,6 +402,10 @@ impl Gateway {
         }
     }
 }
+
+/// Lists the WAF rules that matched (development and test profiles only).
+const X_PORTCULLIS_WAF_RULES: header::HeaderName =
+    header::HeaderName::from_static("x-portcullis-waf-rules");
 
 fn content_length<B>(request: &Request<B>) -> Option<u64> {
     request

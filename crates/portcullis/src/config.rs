@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use ipnet::IpNet;
 use portcullis_gateway::{
-    CorsSettings, ErrorDetail, HeaderSettings, LimitSettings, RouteSettings, Settings, TlsSettings,
-    UpstreamSettings,
+    CorsSettings, ErrorDetail, HeaderSettings, LimitSettings, RouteSettings, RouteWafSettings,
+    Settings, TlsSettings, UpstreamSettings, WafSettings,
 };
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -34,7 +34,7 @@ pub(crate) enum Profile {
     Production,
 }
 
-/// WAF mode (the engine itself comes with its own issue; the mode is part of the profile now).
+/// WAF mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum WafMode {
@@ -147,7 +147,37 @@ pub(crate) struct RawStorage {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawWaf {
     pub(crate) mode: Option<WafMode>,
+    /// Rules up to this level count towards blocking (1–4).
     pub(crate) paranoia: Option<u8>,
+    /// Rules up to this level run and are reported (shadow mode); at least `paranoia`.
+    pub(crate) detection_paranoia: Option<u8>,
+    /// Inbound anomaly score that blocks (5: one critical rule).
+    pub(crate) threshold: Option<u32>,
+    /// Most body bytes inspected.
+    pub(crate) body_limit: Option<usize>,
+    /// `reject` or `inspect_prefix`: what happens to a body beyond `body_limit`.
+    pub(crate) over_limit: Option<OverLimitAction>,
+    /// List matched rule ids in `X-Portcullis-Waf-Rules` (never in production).
+    pub(crate) rule_header: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) exclusions: Vec<RawExclusion>,
+}
+
+/// What happens to a body beyond the inspection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OverLimitAction {
+    Reject,
+    InspectPrefix,
+}
+
+/// `{ rules = [941100], location = "body", field = "content*" }`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawExclusion {
+    pub(crate) rules: Vec<u32>,
+    pub(crate) location: Option<String>,
+    pub(crate) field: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -162,6 +192,12 @@ pub(crate) struct RawRoute {
     pub(crate) replace_upstream_errors: Option<bool>,
     pub(crate) secret: Option<bool>,
     pub(crate) cors: Option<RawCors>,
+    /// The route's WAF mode, over `[waf] mode`.
+    pub(crate) waf: Option<WafMode>,
+    pub(crate) waf_body_limit: Option<usize>,
+    pub(crate) waf_over_limit: Option<OverLimitAction>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) waf_exclusions: Vec<RawExclusion>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -445,8 +481,7 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
     st.acquire_timeout.get_or_insert("5s".into());
     st.max_connections.get_or_insert(16);
     let storage_url = st.url.clone();
-    raw.waf.mode.get_or_insert(preset.waf_mode);
-    raw.waf.paranoia.get_or_insert(1);
+    let waf = resolve_waf(&mut raw.waf, &preset, profile)?;
 
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (index, route) in raw.routes.iter_mut().enumerate() {
@@ -466,6 +501,7 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         limits,
         upstream,
         headers,
+        waf,
         routes,
     };
     Ok(Config {
@@ -546,6 +582,89 @@ fn resolve_route(
             .get_or_insert(detail == ErrorDetail::Generic),
         secret: *route.secret.get_or_insert(false),
         cors,
+        waf: RouteWafSettings {
+            mode: route.waf.map(WafMode::settings),
+            body_limit: route.waf_body_limit,
+            over_limit: route.waf_over_limit.map(OverLimitAction::settings),
+            exclusions: route
+                .waf_exclusions
+                .iter()
+                .enumerate()
+                .map(|(index, raw)| exclusion(&format!("{at}: waf_exclusions[{index}]"), raw))
+                .collect::<anyhow::Result<_>>()?,
+        },
+    })
+}
+
+impl WafMode {
+    fn settings(self) -> portcullis_gateway::WafMode {
+        match self {
+            WafMode::Off => portcullis_gateway::WafMode::Off,
+            WafMode::Detect => portcullis_gateway::WafMode::Detect,
+            WafMode::Block => portcullis_gateway::WafMode::Block,
+        }
+    }
+}
+
+impl OverLimitAction {
+    fn settings(self) -> portcullis_gateway::OverLimit {
+        match self {
+            OverLimitAction::Reject => portcullis_gateway::OverLimit::Reject,
+            OverLimitAction::InspectPrefix => portcullis_gateway::OverLimit::InspectPrefix,
+        }
+    }
+}
+
+fn resolve_waf(w: &mut RawWaf, preset: &Presets, profile: Profile) -> anyhow::Result<WafSettings> {
+    let paranoia = *w.paranoia.get_or_insert(1);
+    if !(1..=4).contains(&paranoia) {
+        bail!("waf.paranoia must be 1 to 4, found {paranoia}");
+    }
+    let detection_paranoia = *w.detection_paranoia.get_or_insert(paranoia);
+    if !(paranoia..=4).contains(&detection_paranoia) {
+        bail!(
+            "waf.detection_paranoia must be from waf.paranoia ({paranoia}) to 4, found {detection_paranoia}"
+        );
+    }
+    let mut exclusions = Vec::new();
+    for (index, raw) in w.exclusions.iter().enumerate() {
+        exclusions.push(exclusion(&format!("waf.exclusions[{index}]"), raw)?);
+    }
+    Ok(WafSettings {
+        mode: w.mode.get_or_insert(preset.waf_mode).settings(),
+        engine: portcullis_waf::EngineConfig {
+            paranoia,
+            detection_paranoia,
+            threshold: *w.threshold.get_or_insert(5),
+            exclusions,
+        },
+        body_limit: *w.body_limit.get_or_insert(1024 * 1024),
+        over_limit: w
+            .over_limit
+            .get_or_insert(OverLimitAction::Reject)
+            .settings(),
+        // Rule ids tell an attacker which payloads pass: never in production.
+        rule_header: *w.rule_header.get_or_insert(profile == Profile::Development)
+            && profile != Profile::Production,
+    })
+}
+
+fn exclusion(at: &str, raw: &RawExclusion) -> anyhow::Result<portcullis_waf::Exclusion> {
+    for id in &raw.rules {
+        if portcullis_waf::detect::rule(*id).is_none() {
+            bail!("{at}: no WAF rule has id {id} (`portcullis waf rules` lists them)");
+        }
+    }
+    let location = match raw.location.as_deref() {
+        Some(name) => Some(portcullis_waf::Location::parse(name).ok_or_else(|| {
+            anyhow!("{at}: location {name:?} is not one of path, query, body, cookie, header")
+        })?),
+        None => None,
+    };
+    Ok(portcullis_waf::Exclusion {
+        rule_ids: raw.rules.clone(),
+        location,
+        field: raw.field.clone(),
     })
 }
 
@@ -630,6 +749,17 @@ impl Config {
         }
         if self.effective.waf.mode == Some(WafMode::Off) {
             problems.push("waf.mode is off".into());
+        }
+        for route in &self.effective.routes {
+            if route.waf == Some(WafMode::Off) {
+                problems.push(format!(
+                    "route {:?}: waf is off",
+                    route.name.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        if self.effective.waf.rule_header == Some(true) {
+            problems.push("waf.rule_header is true: rule ids tell attackers what passes (it is ignored in production)".into());
         }
         if s.hidden_paths.is_empty() {
             problems.push("API docs are exposed: server.hide_docs is false".into());

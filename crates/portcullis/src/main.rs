@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod waf_cli;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,34 @@ enum Command {
     /// Read or verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Explain the WAF's verdict on a payload, or measure it on a labelled corpus.
+    #[command(subcommand)]
+    Waf(WafCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WafCommand {
+    /// Explain the verdict on one payload: decoded forms, rules, fingerprints, score. Exits 1
+    /// when the payload is an attack.
+    Check {
+        /// The value as the application receives it (after one form decoding for query and
+        /// body arguments).
+        payload: String,
+        /// Where the payload sits: query, body, header, path or cookie.
+        #[arg(long, default_value = "query")]
+        location: String,
+        #[command(flatten)]
+        paranoia: waf_cli::Paranoia,
+    },
+    /// Detection and false-positive rates per family of a JSON-lines file of
+    /// `{"payload": ..., "location": ..., "attack": true|false, "family": ...}`.
+    Eval {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        paranoia: waf_cli::Paranoia,
+    },
+    /// List every rule: id, detector, severity, paranoia level.
+    Rules,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +230,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Waf(WafCommand::Check {
+            payload,
+            location,
+            paranoia,
+        }) => waf_cli::check(&payload, &location, paranoia),
+        Command::Waf(WafCommand::Eval { file, paranoia }) => waf_cli::eval(&file, paranoia),
+        Command::Waf(WafCommand::Rules) => waf_cli::rules(),
         Command::Audit(AuditCommand::Verify { config, json }) => {
             let store = open_store(&config.load(Flags::default())?).await?;
             let report = store.verify_audit().await?;

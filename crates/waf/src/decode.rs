@@ -24,6 +24,7 @@ impl Evasions {
     pub const OVERLONG_UTF8: Evasions = Evasions(1 << 2);
     pub const NUL: Evasions = Evasions(1 << 3);
     pub const INVALID_UTF8: Evasions = Evasions(1 << 4);
+    pub const FULLWIDTH: Evasions = Evasions(1 << 5);
 
     pub fn contains(self, other: Evasions) -> bool {
         self.0 & other.0 == other.0
@@ -45,6 +46,7 @@ impl Evasions {
             (Self::OVERLONG_UTF8, "overlong_utf8"),
             (Self::NUL, "nul"),
             (Self::INVALID_UTF8, "invalid_utf8"),
+            (Self::FULLWIDTH, "fullwidth"),
         ]
         .into_iter()
         .filter(|(flag, _)| self.contains(*flag))
@@ -98,6 +100,9 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded {
     }
     if fold_overlong_utf8(&mut text) {
         evasions.insert(Evasions::OVERLONG_UTF8);
+    }
+    if fold_fullwidth(&mut text) {
+        evasions.insert(Evasions::FULLWIDTH);
     }
     if memchr::memchr(0, &text).is_some() {
         text.retain(|&byte| byte != 0);
@@ -212,6 +217,40 @@ fn fold_overlong_utf8(text: &mut Vec<u8>) -> bool {
         *text = out;
     }
     found
+}
+
+/// Replaces fullwidth ASCII (U+FF01–U+FF5E, `＜script＞`) with ASCII: Windows' best-fit
+/// mapping and Unicode normalization (NFKC) in frameworks turn them into markup after the WAF
+/// has looked. Each is three bytes in UTF-8 and becomes one. Returns whether any were found.
+fn fold_fullwidth(text: &mut Vec<u8>) -> bool {
+    // U+FF01..U+FF5E is EF BC 81..BF and EF BD 80..9E.
+    let is_fullwidth = |window: &[u8]| {
+        matches!(
+            window,
+            [0xEF, 0xBC, 0x81..=0xBF] | [0xEF, 0xBD, 0x80..=0x9E]
+        )
+    };
+    if !text.windows(3).any(is_fullwidth) {
+        return false;
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        match text.get(i..i + 3) {
+            Some(window) if is_fullwidth(window) => {
+                let code =
+                    0xFF00 + (u32::from(window[1] & 0x03) << 6) + u32::from(window[2] & 0x3F);
+                out.push((code - 0xFF00 + 0x20) as u8);
+                i += 3;
+            }
+            _ => {
+                out.push(text[i]);
+                i += 1;
+            }
+        }
+    }
+    *text = out;
+    true
 }
 
 /// Named entities that spell markup, URL or script syntax. Browsers know two thousand more, but
@@ -377,6 +416,13 @@ mod tests {
         for flag in [Evasions::PERCENT_U, Evasions::OVERLONG_UTF8, Evasions::NUL] {
             assert!(decoded.evasions.contains(flag), "{:?}", decoded.evasions);
         }
+    }
+
+    #[test]
+    fn fullwidth_forms_fold_to_ascii() {
+        let decoded = decode("%uff1cscript%uff1e ＜/script＞".as_bytes(), false);
+        assert_eq!(decoded.text, b"<script> </script>");
+        assert!(decoded.evasions.contains(Evasions::FULLWIDTH));
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl Engine {
         for (form_name, form) in decoded.forms() {
             let start = hits.len();
             detect::sqli::detect(form, &mut hits);
-            detect::xss::detect(form, &mut hits);
+            detect::xss::detect(form, field.location == Location::Path, &mut hits);
             detect::traversal::detect(form, &mut hits);
             detect::cmdi::detect(form, &mut hits);
             if matches!(
@@ -346,7 +346,7 @@ mod tests {
     fn exclusions_remove_rules_from_named_fields() {
         let engine = Engine::new(EngineConfig {
             exclusions: vec![Exclusion {
-                rule_ids: vec![941100, 941120],
+                rule_ids: vec![941100, 941120, 941390],
                 location: Some(Location::Body),
                 field: Some("content*".to_owned()),
             }],

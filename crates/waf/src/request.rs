@@ -96,9 +96,44 @@ pub struct RequestParts<'a> {
     pub headers: Vec<(Cow<'a, str>, Cow<'a, [u8]>)>,
 }
 
-/// Headers whose values reach applications and logs, and so carry attacks in practice
-/// (CRS inspects the same set at PL1). Other headers are protocol plumbing the proxy owns.
-const INSPECTED_HEADERS: &[&str] = &["user-agent", "referer", "x-forwarded-host", "origin"];
+/// Headers that are protocol plumbing the proxy and the browser own, or opaque credentials:
+/// not inspected. Every other header (User-Agent, Referer, custom `X-*` headers an application
+/// may log or echo) is.
+const PLUMBING_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "cookie",
+    "dnt",
+    "expect",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "keep-alive",
+    "pragma",
+    "priority",
+    "proxy-authorization",
+    "range",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "upgrade-insecure-requests",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
 
 impl<'a> RequestParts<'a> {
     pub fn new() -> Self {
@@ -144,15 +179,22 @@ impl<'a> RequestParts<'a> {
     }
 
     /// One request header. Every header is kept for the protocol checks; `Cookie` is split into
-    /// cookies, and the headers in `INSPECTED_HEADERS` become fields.
+    /// cookies, and headers other than `PLUMBING_HEADERS` and `Sec-*` become fields.
     pub fn add_header(&mut self, name: &'a str, value: &'a [u8]) {
         self.headers
             .push((Cow::Borrowed(name), Cow::Borrowed(value)));
         if name.eq_ignore_ascii_case("cookie") {
             self.add_cookies(value);
-        } else if INSPECTED_HEADERS
+        } else if (name.eq_ignore_ascii_case("referer") || name.eq_ignore_ascii_case("origin"))
+            && let Some(query) = url_query(value)
+        {
+            // A URL's path may hold `;` parameters and words; what a page passes on is its
+            // query, so that is what is inspected, argument by argument (as CRS does).
+            push_urlencoded(&mut self.fields, Location::Header, query);
+        } else if !(PLUMBING_HEADERS
             .iter()
-            .any(|inspected| name.eq_ignore_ascii_case(inspected))
+            .any(|plumbing| name.eq_ignore_ascii_case(plumbing))
+            || name.len() > 4 && name[..4].eq_ignore_ascii_case("sec-"))
         {
             self.fields.push(Field::new(Location::Header, name, value));
         }
@@ -162,6 +204,22 @@ impl<'a> RequestParts<'a> {
     pub fn add_body_leaves(&mut self, leaves: Vec<Field<'a>>) {
         self.fields.extend(leaves);
     }
+}
+
+/// The query of an absolute or path-absolute URL (`https://a.example/p?q=1`, `/p?q=1`), or
+/// `None` for a value that is not URL-shaped or has no query.
+fn url_query(value: &[u8]) -> Option<&[u8]> {
+    let text = std::str::from_utf8(value).ok()?;
+    let scheme_end = text.find("://");
+    let url_shaped = text.starts_with('/')
+        || scheme_end
+            .is_some_and(|end| end > 0 && text[..end].bytes().all(|b| b.is_ascii_alphabetic()));
+    if !url_shaped || text.contains(char::is_whitespace) && !text.contains('?') {
+        return None;
+    }
+    let query = &value[memchr::memchr(b'?', value)? + 1..];
+    let end = memchr::memchr(b'#', query).unwrap_or(query.len());
+    Some(&query[..end])
 }
 
 /// Splits `application/x-www-form-urlencoded` bytes into name and value fields.
@@ -193,23 +251,49 @@ pub(crate) fn push_urlencoded<'a>(fields: &mut Vec<Field<'a>>, location: Locatio
 mod tests {
     use super::*;
 
-    #[test]
-    fn query_arguments_are_split_and_decoded_once() {
-        let mut parts = RequestParts::new();
-        parts.add_query("a=1+2&b=%2527&c");
-        let values: Vec<_> = parts
+    fn values(parts: &RequestParts<'_>) -> Vec<(String, Vec<u8>)> {
+        parts
             .fields
             .iter()
             .filter(|field| field.part == Part::Value)
             .map(|field| (field.name.to_string(), field.value.to_vec()))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn query_arguments_are_split_and_decoded_once() {
+        let mut parts = RequestParts::new();
+        parts.add_query("a=1+2&b=%2527&c");
         assert_eq!(
-            values,
+            values(&parts),
             vec![
                 ("a".to_owned(), b"1 2".to_vec()),
                 ("b".to_owned(), b"%27".to_vec()),
                 ("c".to_owned(), b"".to_vec()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_referer_url_is_inspected_by_its_query_arguments() {
+        let mut parts = RequestParts::new();
+        parts.add_header(
+            "Referer",
+            b"https://shop.example/a;jsessionid=1/list?q=1%27+or+1%3D1&page=2",
+        );
+        assert_eq!(
+            values(&parts),
+            vec![
+                ("q".to_owned(), b"1' or 1=1".to_vec()),
+                ("page".to_owned(), b"2".to_vec())
+            ]
+        );
+        let mut parts = RequestParts::new();
+        parts.add_header("Referer", b"'; DROP TABLE users--");
+        assert_eq!(
+            parts.fields.len(),
+            1,
+            "a value that is not a URL is inspected whole"
         );
     }
 

@@ -14,3 +14,4 @@ mod config;
 mod proxy;
 mod support;
 mod tls;
+mod waf;

@@ -75,6 +75,14 @@ pub static PERCENT_U: Rule = Rule {
     description: "Evasion: IIS %u encoding",
 };
 
+pub static FULLWIDTH: Rule = Rule {
+    id: 920261,
+    detector: Detector::Evasion,
+    severity: Severity::Warning,
+    paranoia: 2,
+    description: "Evasion: fullwidth Unicode forms of ASCII",
+};
+
 pub static MULTIPLE_ENCODING: Rule = Rule {
     id: 920230,
     detector: Detector::Evasion,
@@ -100,6 +108,7 @@ pub static RULES: &[&Rule] = &[
     &NUL_BYTE,
     &OVERLONG_UTF8,
     &PERCENT_U,
+    &FULLWIDTH,
     &MULTIPLE_ENCODING,
     &INVALID_UTF8,
 ];
@@ -215,8 +224,9 @@ pub fn detect_header_injection(form: &[u8], hits: &mut Vec<Hit>) {
 
 /// Hits for the evasions the decoding pipeline undid in one field.
 pub fn evasion_hits(evasions: Evasions, len: usize, hits: &mut Vec<Hit>) {
-    let table: [(Evasions, &'static Rule); 5] = [
+    let table: [(Evasions, &'static Rule); 6] = [
         (Evasions::NUL, &NUL_BYTE),
+        (Evasions::FULLWIDTH, &FULLWIDTH),
         (Evasions::OVERLONG_UTF8, &OVERLONG_UTF8),
         (Evasions::PERCENT_U, &PERCENT_U),
         (Evasions::MULTIPLE_ENCODING, &MULTIPLE_ENCODING),

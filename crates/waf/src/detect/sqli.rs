@@ -15,7 +15,7 @@
 
 use std::sync::LazyLock;
 
-use libinjectionrs::sqli::TokenType;
+use libinjectionrs::sqli::{SqliTokenizer, TokenType};
 use libinjectionrs::{SqliFlags, SqliState};
 
 use regex::bytes::Regex;
@@ -35,7 +35,7 @@ pub static SHORT_FINGERPRINT: Rule = Rule {
     detector: Detector::Sqli,
     severity: Severity::Critical,
     paranoia: 2,
-    description: "SQL injection: a short injection fingerprint in input without other SQL syntax",
+    description: "SQL injection: an injection fingerprint in input that reads as prose (a short fingerprint without other SQL syntax, or mostly words)",
 };
 
 pub static UNION_SELECT: Rule = Rule {
@@ -62,18 +62,45 @@ pub static ORDER_BY_PROBE: Rule = Rule {
     description: "SQL injection: a column-count probe (ORDER BY or GROUP BY a number list)",
 };
 
+pub static QUOTE_BREAKOUT: Rule = Rule {
+    id: 942180,
+    detector: Detector::Sqli,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "SQL injection: a string closed, then a glued boolean operator or a comment",
+};
+
+pub static STACKED_QUERY: Rule = Rule {
+    id: 942350,
+    detector: Detector::Sqli,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "SQL injection: a statement separator followed by a data-changing or reading statement",
+};
+
+pub static POSTGRES_CAST: Rule = Rule {
+    id: 942550,
+    detector: Detector::Sqli,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "SQL injection: a PostgreSQL cast (::) after a function call or a string",
+};
+
 pub static RULES: &[&Rule] = &[
     &LIBINJECTION,
     &SHORT_FINGERPRINT,
     &UNION_SELECT,
     &FILE_WRITE,
     &ORDER_BY_PROBE,
+    &QUOTE_BREAKOUT,
+    &STACKED_QUERY,
+    &POSTGRES_CAST,
 ];
 
 /// Statement shapes libinjection's five-token fingerprints miss: a bare `union select`
 /// fragment, `INTO OUTFILE` after a string, and `ORDER BY 1,2,3` column counting.
 static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
-    let table: [(&str, &'static Rule); 3] = [
+    let table: [(&str, &'static Rule); 6] = [
         (
             r"(?i)\bunion\b(?:\s|/\*[^*]{0,64}\*/|\(|\ball\b|\bdistinct\b)*\bselect\b",
             &UNION_SELECT,
@@ -82,6 +109,18 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
         (
             r#"(?i)(?:^|['"`\d)])\s*(?:order|group)\s+by\s+\d+(?:\s*,\s*\d+)*\s*(?:--|#|/\*|;|$)"#,
             &ORDER_BY_PROBE,
+        ),
+        (
+            r#"(?i)^[\w@.-]*['`]\s*[;)]*\s*(?:--(?:\s|-|$)|#(?:[^0-9]|$)|/\*)"#,
+            &QUOTE_BREAKOUT,
+        ),
+        (
+            r#"(?i)(?:\w|['"`)])\s*;\s*(?:insert\s+(?:/\*[^*]{0,64}\*/\s*)*into\b|(?:drop|truncate|alter)\s+(?:table|database|schema|user|view)\b|delete\s+from\b|update\s+[\w.`"]+\s+set\b|(?:exec|execute)\s+(?:xp_|sp_|master\.)|shutdown\b|declare\s+@|select\s+[\w*,\s()@.`]{1,80}?\s+from\s+[\w.`]+)"#,
+            &STACKED_QUERY,
+        ),
+        (
+            r#"(?i)[)'"]\s*::\s*(?:int|integer|bigint|smallint|text|bool|boolean|varchar|char|regclass|oid|jsonb?|numeric|bytea)\b"#,
+            &POSTGRES_CAST,
         ),
     ];
     table
@@ -93,17 +132,52 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
 /// Fingerprints this short are whole expressions like `s&s`; longer ones carry structure.
 const SHORT_FINGERPRINT_LEN: usize = 3;
 
+/// Typographic apostrophes and quotes that some databases and collations read as `'` and `"`
+/// (and their UTF-8-read-as-Windows-1252 mojibake), which attackers use to slip quotes past
+/// filters.
+const QUOTE_LOOKALIKES: &[(&str, &str)] = &[
+    ("\u{2018}", "'"),
+    ("\u{2019}", "'"),
+    ("\u{02BC}", "'"),
+    ("\u{FF07}", "'"),
+    ("\u{201C}", "\""),
+    ("\u{201D}", "\""),
+    ("\u{E2}\u{80}\u{99}", "'"),
+    ("\u{E2}\u{20AC}\u{2122}", "'"),
+];
+
 /// Reports SQL injection in one decoded form.
 pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
     if form.is_empty() || !may_hold_sql(form) {
         return;
     }
+    if !form.is_ascii()
+        && let Ok(text) = std::str::from_utf8(form)
+        && QUOTE_LOOKALIKES
+            .iter()
+            .any(|(lookalike, _)| text.contains(lookalike))
+    {
+        let mut folded = text.to_owned();
+        for (lookalike, quote) in QUOTE_LOOKALIKES {
+            folded = folded.replace(lookalike, quote);
+        }
+        return detect_form(folded.as_bytes(), hits);
+    }
+    detect_form(form, hits);
+}
+
+fn detect_form(form: &[u8], hits: &mut Vec<Hit>) {
     if detect_in(form, hits) {
         return;
     }
     if memchr::memmem::find(form, b"/*").is_some() && detect_in(&strip_comments(form), hits) {
         // Filters and some applications delete comments, which joins `UN/**/ION` into
         // `UNION`: read the form that way too.
+        return;
+    }
+    if let Some(span) = quote_then_operator(form) {
+        let fingerprint = String::from_utf8_lossy(&form[span.clone()]).to_ascii_lowercase();
+        hits.push(Hit::new(&QUOTE_BREAKOUT, span, fingerprint));
         return;
     }
     if let Some((found, rule)) = PATTERNS
@@ -113,6 +187,40 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
         let fingerprint = String::from_utf8_lossy(found.as_bytes()).to_ascii_lowercase();
         hits.push(Hit::new(rule, found.range(), fingerprint));
     }
+}
+
+static QUOTE_OPERATOR: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r#"(?i)(?:\w|['"`])['"`](?:or|and|xor|div|like|rlike|regexp)['"`](?:\w|['"`])|['"`]\s+(?:or|and|xor|\|\||&&)\s+['"`(]"#).ok()
+});
+
+/// A quote that closes the string the value was put in, then a boolean operator and a quoted
+/// operand, either glued between words (`a'or'a`) or spaced (`' OR '1=1`): the tautologies
+/// libinjection lets pass as `s&s`. The quote must be an odd one, counting only quotes not
+/// inside a word (`Tom's`), so that a value quoting words itself (`the words 'yes' or 'no'`)
+/// passes.
+fn quote_then_operator(form: &[u8]) -> Option<std::ops::Range<usize>> {
+    let regex = QUOTE_OPERATOR.as_ref()?;
+    regex.find_iter(form).find_map(|found| {
+        let at = found.start()
+            + found
+                .as_bytes()
+                .iter()
+                .position(|byte| matches!(byte, b'\'' | b'"' | b'`'))
+                .unwrap_or(0);
+        let quote = form[at];
+        let before = &form[..at];
+        let standalone = before
+            .iter()
+            .enumerate()
+            .filter(|&(at, &byte)| {
+                byte == quote
+                    && !(at > 0
+                        && before[at - 1].is_ascii_alphanumeric()
+                        && before.get(at + 1).is_some_and(u8::is_ascii_alphanumeric))
+            })
+            .count();
+        (standalone % 2 == 0).then(|| found.range())
+    })
 }
 
 /// `/* ... */` removed (MySQL's executable `/*! ... */` keeps its content).
@@ -149,8 +257,8 @@ fn detect_in(form: &[u8], hits: &mut Vec<Hit>) -> bool {
         }
         _ => 0..form.len(),
     };
-    let rule = if fingerprint.len() <= SHORT_FINGERPRINT_LEN && !has_sql_syntax(form, &state.tokens)
-    {
+    let short = fingerprint.len() <= SHORT_FINGERPRINT_LEN && !has_sql_syntax(form, &state.tokens);
+    let rule = if short || is_prose(form) {
         &SHORT_FINGERPRINT
     } else {
         &LIBINJECTION
@@ -171,6 +279,38 @@ fn may_hold_sql(form: &[u8]) -> bool {
     !form
         .iter()
         .all(|&byte| byte.is_ascii_alphanumeric() || byte == b'_')
+}
+
+/// Whether the whole value reads as natural language that happens to start like SQL (`Left (WA,
+/// RR), following the wood edge...`, `One quarter (24%) of people...`): many tokens, at least
+/// twice as many bare words as SQL keywords, functions and operators, and no comment or
+/// statement separator. libinjection fingerprints only the first five
+/// tokens; this looks at all of them. Such a value counts from paranoia 2.
+fn is_prose(form: &[u8]) -> bool {
+    /// Shorter values are too short to tell prose from SQL by proportions.
+    const MIN_TOKENS: usize = 12;
+    const MIN_WORDS: usize = 8;
+    let mut tokenizer = SqliTokenizer::new(form, SqliFlags::FLAG_NONE);
+    let (mut tokens, mut words, mut sql) = (0usize, 0usize, 0usize);
+    while let Some(token) = tokenizer.next_token() {
+        match token.token_type {
+            TokenType::Comment | TokenType::Semicolon | TokenType::Evil => return false,
+            TokenType::Bareword => words += 1,
+            TokenType::Keyword
+            | TokenType::Union
+            | TokenType::Group
+            | TokenType::Expression
+            | TokenType::Function
+            | TokenType::Operator
+            | TokenType::LogicOperator
+            | TokenType::Tsql
+            | TokenType::Collate
+            | TokenType::SqlType => sql += 1,
+            _ => {}
+        }
+        tokens += 1;
+    }
+    tokens >= MIN_TOKENS && words >= MIN_WORDS && words >= 2 * sql
 }
 
 /// Syntax that SQL injections carry and prose rarely does, outside the string tokens of the
@@ -230,6 +370,15 @@ mod tests {
             ("-1 union select", 942190),
             ("' into outfile '/var/www/a.php", 942480),
             ("c'  order by 99", 942150),
+            ("a'or'a", 942180),
+            ("admin'#", 942180),
+            (
+                "mod(1,2);INSERT /*x*/INTO category(id) VALUES (3)-- -",
+                942350,
+            ),
+            ("1' and lo_get(16400)::text::bool and 'true", 942550),
+            ("\u{2019} OR \u{2019}1=1#;--", 942180),
+            ("x' OR '1=1", 942180),
         ] {
             assert!(rule_ids(attack).contains(&rule), "{attack}");
         }
@@ -245,6 +394,17 @@ mod tests {
             "abc_123",
             "Sort the list in order by 5pm",
             "The credit union: select a branch",
+            "the words 'yes' or 'no'",
+            "Tom's 'x' or 'y' choice",
+            "7\" #2 CIRCULAR NEEDLE",
+            "\"LIKE\" STAMP",
+            " 1950' AND 60'S WOMEN'S COATS",
+            "necklace length 16\" or 18\"",
+            "It\u{2019}s John\u{2019}s #1 fan",
+            "Meet at 5; select a seat near the door",
+            "1 or 2 people",
+            "Left (WA, RR), following wood edge south (\u{2018}Restrictive Byway\u{2019}/RB) for 200 metres",
+            "One quarter (24%) of people have had an affair and cheated on a partner at some point in their lives",
         ] {
             assert!(!rule_ids(benign).contains(&942100), "{benign}");
         }

@@ -14,6 +14,7 @@
 use std::sync::LazyLock;
 
 use libinjectionrs::XssDetector;
+use libinjectionrs::xss::Html5Flags;
 use regex::bytes::Regex;
 
 use super::{Detector, Hit, Rule, Severity};
@@ -54,8 +55,32 @@ pub static DOM_SINK: Rule = Rule {
     id: 941190,
     detector: Detector::Xss,
     severity: Severity::Critical,
-    paranoia: 2,
-    description: "XSS: a DOM sink or script API named in the value",
+    paranoia: 1,
+    description: "XSS: a DOM sink or script API named in the value (document.cookie, window.location)",
+};
+
+pub static SCRIPT_CALL: Rule = Rule {
+    id: 941390,
+    detector: Detector::Xss,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "XSS: a call of a script function attackers use to prove execution (alert(), eval())",
+};
+
+pub static OBFUSCATED_SCRIPT: Rule = Rule {
+    id: 941370,
+    detector: Detector::Xss,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "XSS: obfuscated script (JSFuck, bracket access to globals, template-literal calls, client-side template injection)",
+};
+
+pub static UTF7_MARKUP: Rule = Rule {
+    id: 941350,
+    detector: Detector::Xss,
+    severity: Severity::Critical,
+    paranoia: 1,
+    description: "XSS: UTF-7 encoded markup (+ADw-)",
 };
 
 pub static RULES: &[&Rule] = &[
@@ -64,18 +89,21 @@ pub static RULES: &[&Rule] = &[
     &SCRIPT_URL,
     &SCRIPT_BREAKOUT,
     &DOM_SINK,
+    &SCRIPT_CALL,
+    &OBFUSCATED_SCRIPT,
+    &UTF7_MARKUP,
 ];
 
 /// `(regex, rule)` pairs over the lowercase form. Each pattern is anchored to markup or script
 /// syntax, so that prose mentioning "javascript" or "onload" passes.
 static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
-    let table: [(&str, &'static Rule); 4] = [
+    let table: [(&str, &'static Rule); 7] = [
         (
             r#"(?:<[a-z!?/][^>]*?|["'`]|^)[\s/]*on[a-z]{3,40}\s*="#,
             &EVENT_HANDLER,
         ),
         (
-            r#"(?:^|[\s"'`=(,<:;])(?:java|vb|live)script:\s*(?:[a-z_$][\w$.]*\s*[(`=\[]|//|/\*|['"{%\\<]|$)|(?:^|[\s"'`=(])data:[^,]{0,100}?(?:text/html|image/svg\+xml|[a-z/+-]*script)"#,
+            r#"(?:^|[\s"'`=(,<:;])(?:java|vb|live)script:\s*(?:[a-z_$][\w$.]*\s*[(`=\[]|[^\sa-z0-9]|$)|(?:^|[\s"'`=(])data:[^,]{0,100}?(?:text/html|image/svg\+xml|[a-z/+-]*script)"#,
             &SCRIPT_URL,
         ),
         (
@@ -83,9 +111,18 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
             &SCRIPT_BREAKOUT,
         ),
         (
-            r"document\s*\.\s*(?:cookie|domain|write|location)|window\s*\.\s*(?:location|name|open)|\.innerhtml|\.outerhtml|fromcharcode|\bsrcdoc\s*=|-moz-binding|expression\s*\(",
+            r"\bdocument\s*(?:/\*[^*]{0,64}\*/\s*)*\.\s*(?:/\*[^*]{0,64}\*/\s*)*(?:cookie|domain|write|location)\b|\bwindow\s*\.\s*location\b|\.\s*(?:inner|outer)html\s*=|fromcharcode\s*\(|\bsrcdoc\s*=|-moz-binding\s*:|\bexpression\s*\(",
             &DOM_SINK,
         ),
+        (
+            r"\b(?:eval|settimeout|setinterval|alert|prompt|confirm|atob|btoa|execscript|importscripts)\([^)]{0,200}\)|\bnew\s+function\s*\(",
+            &SCRIPT_CALL,
+        ),
+        (
+            r#"!\[\]|\[\]\s*\+|\+\s*!\s*\+?\s*\[|\b(?:window|self|top|parent|frames|globalthis|this|document)\s*(?:/\*[^*]{0,64}\*/\s*)*\[\s*(?:/\*[^*]{0,64}\*/\s*)*["'`]|\$\{\s*(?:alert|eval|prompt|confirm)\s*\}|\.\s*(?:call|apply)\s*`|\{\{[^}]{0,100}\bconstructor\b|\(\s*document\s*(?:/\*[^*]{0,64}\*/\s*)*\)\s*\["#,
+            &OBFUSCATED_SCRIPT,
+        ),
+        (r"\+ad[w4]-", &UTF7_MARKUP),
     ];
     table
         .into_iter()
@@ -93,13 +130,28 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Reports XSS in one decoded form.
-pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
+/// The states libinjection starts the tokenizer in, each with what a value needs to leave
+/// it: markup needs a `<`; an attribute value needs its closing quote, or whitespace or `>` when
+/// unquoted. A value without the terminator cannot break out of that state, so a hit there is
+/// about the value as an attribute (`style=color:red`), not an injection.
+const START_STATES: [(Html5Flags, &str, &[u8]); 5] = [
+    (Html5Flags::DataState, "html5:data", b"<"),
+    (Html5Flags::ValueNoQuote, "html5:unquoted", b" \t\n\x0c\r>"),
+    (Html5Flags::ValueSingleQuote, "html5:single-quoted", b"'"),
+    (Html5Flags::ValueDoubleQuote, "html5:double-quoted", b"\""),
+    (Html5Flags::ValueBackQuote, "html5:back-quoted", b"`"),
+];
+
+/// Reports XSS in one decoded form. `in_path` leaves out the rules about script APIs, which
+/// documentation URLs name (`/javascript-manual/document.cookie`).
+pub fn detect(form: &[u8], in_path: bool, hits: &mut Vec<Hit>) {
     if !may_hold_markup(form) {
         return;
     }
-    if XssDetector::new().detect(form).is_injection() {
-        hits.push(Hit::new(&LIBINJECTION, 0..form.len(), "html5"));
+    if let Some((_, state, _)) = START_STATES.iter().find(|(flags, _, terminators)| {
+        form.iter().any(|byte| terminators.contains(byte)) && XssDetector::is_xss(form, *flags)
+    }) {
+        hits.push(Hit::new(&LIBINJECTION, 0..form.len(), *state));
     }
     // Browsers drop tabs, newlines and NULs inside a URL scheme (`java\tscript:`); fold them
     // out, and case, before the patterns run. Removing bytes shifts spans, so report spans in
@@ -111,7 +163,9 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
         .collect();
     let shifted = folded.len() != form.len();
     for (regex, rule) in PATTERNS.iter() {
-        if hits.iter().any(|hit| std::ptr::eq(hit.rule, *rule)) {
+        if hits.iter().any(|hit| std::ptr::eq(hit.rule, *rule))
+            || in_path && (std::ptr::eq(*rule, &DOM_SINK) || std::ptr::eq(*rule, &SCRIPT_CALL))
+        {
             continue;
         }
         if let Some(found) = regex.find(&folded) {
@@ -143,7 +197,7 @@ mod tests {
 
     fn rule_ids(input: &str) -> Vec<u32> {
         let mut hits = Vec::new();
-        detect(input.as_bytes(), &mut hits);
+        detect(input.as_bytes(), false, &mut hits);
         hits.iter().map(|hit| hit.rule.id).collect()
     }
 
@@ -160,6 +214,14 @@ mod tests {
             "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
             "';alert(1)//",
             "</script><script>alert(1)</script>",
+            "window[\"alert\"](document.cookie)",
+            "[].sort.call`${alert}1337`",
+            "{{constructor.constructor('alert(1)')()}}",
+            "+ADw-script+AD4-alert(1)+ADw-/script+AD4-",
+            "(![]+[])[+!+[]]",
+            "alert(1)",
+            "document /*x*/ . cookie",
+            "v\nb\ts\nc\nr\ti\tp\nt::",
         ] {
             let ids = rule_ids(attack);
             assert!(
@@ -180,6 +242,10 @@ mod tests {
             "<b>bold</b> and <i>italic</i>",
             "It's O'Brien's \"special\" offer",
             "see https://example.com/a?b=c",
+            "Please confirm (by Friday) the order",
+            "The document's cookie policy is at /privacy",
+            "Use $(this) or [0] + 1 in your code",
+            "style=color:red;background:white",
         ] {
             assert_eq!(rule_ids(benign), Vec::<u32>::new(), "{benign}");
         }
