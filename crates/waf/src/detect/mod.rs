@@ -13,6 +13,8 @@ pub mod xss;
 
 use std::ops::Range;
 
+use regex::bytes::{Match, Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
 /// Which detector produced a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +90,57 @@ impl Hit {
             span,
             fingerprint: fingerprint.into(),
         }
+    }
+}
+
+/// Compiles a pattern for byte haystacks with ASCII classes and word boundaries. Every pattern
+/// here is about ASCII syntax; without Unicode the lazy DFA handles `\b` itself, so each search
+/// stays one linear pass instead of falling back to a slower engine.
+pub(crate) fn pattern(source: &str) -> Option<Regex> {
+    RegexBuilder::new(source).unicode(false).build().ok()
+}
+
+/// Rules found by patterns: one pass of a `RegexSet` says which match, and only those are
+/// searched again for their span. Most values match none, so they cost one pass.
+pub(crate) struct PatternTable {
+    set: Option<RegexSet>,
+    patterns: Vec<(Regex, &'static Rule)>,
+}
+
+impl PatternTable {
+    pub(crate) fn new(table: &[(&str, &'static Rule)]) -> Self {
+        let set = RegexSetBuilder::new(table.iter().map(|(source, _)| *source))
+            .unicode(false)
+            .build()
+            .ok();
+        let patterns = table
+            .iter()
+            .filter_map(|(source, rule)| Some((pattern(source)?, *rule)))
+            .collect();
+        PatternTable { set, patterns }
+    }
+
+    /// The matching rules, in table order, each with its first match.
+    pub(crate) fn matches<'h>(
+        &self,
+        haystack: &'h [u8],
+    ) -> impl Iterator<Item = (Match<'h>, &'static Rule)> + use<'_, 'h> {
+        let matched = self
+            .set
+            .as_ref()
+            .map(|set| set.matches(haystack))
+            .filter(|matched| matched.matched_any());
+        self.patterns
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| matched.as_ref().is_some_and(|m| m.matched(*index)))
+            .filter_map(move |(_, (regex, rule))| Some((regex.find(haystack)?, *rule)))
+    }
+
+    /// Whether every pattern compiled (checked by the detectors' tests).
+    #[cfg(test)]
+    pub(crate) fn complete(&self, expected: usize) -> bool {
+        self.set.is_some() && self.patterns.len() == expected
     }
 }
 

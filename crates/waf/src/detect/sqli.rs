@@ -20,7 +20,7 @@ use libinjectionrs::{SqliFlags, SqliState};
 
 use regex::bytes::Regex;
 
-use super::{Detector, Hit, Rule, Severity};
+use super::{Detector, Hit, PatternTable, Rule, Severity, pattern};
 
 pub static LIBINJECTION: Rule = Rule {
     id: 942100,
@@ -99,7 +99,7 @@ pub static RULES: &[&Rule] = &[
 
 /// Statement shapes libinjection's five-token fingerprints miss: a bare `union select`
 /// fragment, `INTO OUTFILE` after a string, and `ORDER BY 1,2,3` column counting.
-static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
+static PATTERNS: LazyLock<PatternTable> = LazyLock::new(|| {
     let table: [(&str, &'static Rule); 6] = [
         (
             r"(?i)\bunion\b(?:\s|/\*[^*]{0,64}\*/|\(|\ball\b|\bdistinct\b)*\bselect\b",
@@ -123,10 +123,7 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
             &POSTGRES_CAST,
         ),
     ];
-    table
-        .into_iter()
-        .filter_map(|(pattern, rule)| Some((Regex::new(pattern).ok()?, rule)))
-        .collect()
+    PatternTable::new(&table)
 });
 
 /// Fingerprints this short are whole expressions like `s&s`; longer ones carry structure.
@@ -175,22 +172,23 @@ fn detect_form(form: &[u8], hits: &mut Vec<Hit>) {
         // `UNION`: read the form that way too.
         return;
     }
-    if let Some(span) = quote_then_operator(form) {
+    if let Some(span) =
+        memchr::memchr3(b'\'', b'"', b'`', form).and_then(|_| quote_then_operator(form))
+    {
         let fingerprint = String::from_utf8_lossy(&form[span.clone()]).to_ascii_lowercase();
         hits.push(Hit::new(&QUOTE_BREAKOUT, span, fingerprint));
         return;
     }
-    if let Some((found, rule)) = PATTERNS
-        .iter()
-        .find_map(|(regex, rule)| regex.find(form).map(|found| (found, *rule)))
-    {
+    if let Some((found, rule)) = PATTERNS.matches(form).next() {
         let fingerprint = String::from_utf8_lossy(found.as_bytes()).to_ascii_lowercase();
         hits.push(Hit::new(rule, found.range(), fingerprint));
     }
 }
 
 static QUOTE_OPERATOR: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r#"(?i)(?:\w|['"`])['"`](?:or|and|xor|div|like|rlike|regexp)['"`](?:\w|['"`])|['"`]\s+(?:or|and|xor|\|\||&&)\s+['"`(]"#).ok()
+    pattern(
+        r#"(?i)(?:\w|['"`])['"`](?:or|and|xor|div|like|rlike|regexp)['"`](?:\w|['"`])|['"`]\s+(?:or|and|xor|\|\||&&)\s+['"`(]"#,
+    )
 });
 
 /// A quote that closes the string the value was put in, then a boolean operator and a quoted
@@ -352,6 +350,12 @@ mod tests {
         let mut hits = Vec::new();
         detect(input.as_bytes(), &mut hits);
         hits.iter().map(|hit| hit.rule.id).collect()
+    }
+
+    #[test]
+    fn every_pattern_compiles() {
+        assert!(PATTERNS.complete(6));
+        assert!(QUOTE_OPERATOR.is_some());
     }
 
     #[test]

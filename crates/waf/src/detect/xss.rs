@@ -15,9 +15,8 @@ use std::sync::LazyLock;
 
 use libinjectionrs::XssDetector;
 use libinjectionrs::xss::Html5Flags;
-use regex::bytes::Regex;
 
-use super::{Detector, Hit, Rule, Severity};
+use super::{Detector, Hit, PatternTable, Rule, Severity};
 
 pub static LIBINJECTION: Rule = Rule {
     id: 941100,
@@ -96,7 +95,7 @@ pub static RULES: &[&Rule] = &[
 
 /// `(regex, rule)` pairs over the lowercase form. Each pattern is anchored to markup or script
 /// syntax, so that prose mentioning "javascript" or "onload" passes.
-static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
+static PATTERNS: LazyLock<PatternTable> = LazyLock::new(|| {
     let table: [(&str, &'static Rule); 7] = [
         (
             r#"(?:<[a-z!?/][^>]*?|["'`]|^)[\s/]*on[a-z]{3,40}\s*="#,
@@ -124,10 +123,7 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static Rule)>> = LazyLock::new(|| {
         ),
         (r"\+ad[w4]-", &UTF7_MARKUP),
     ];
-    table
-        .into_iter()
-        .filter_map(|(pattern, rule)| Some((Regex::new(pattern).ok()?, rule)))
-        .collect()
+    PatternTable::new(&table)
 });
 
 /// The states libinjection starts the tokenizer in, each with what a value needs to leave
@@ -162,21 +158,19 @@ pub fn detect(form: &[u8], in_path: bool, hits: &mut Vec<Hit>) {
         .map(u8::to_ascii_lowercase)
         .collect();
     let shifted = folded.len() != form.len();
-    for (regex, rule) in PATTERNS.iter() {
-        if hits.iter().any(|hit| std::ptr::eq(hit.rule, *rule))
-            || in_path && (std::ptr::eq(*rule, &DOM_SINK) || std::ptr::eq(*rule, &SCRIPT_CALL))
+    for (found, rule) in PATTERNS.matches(&folded) {
+        if hits.iter().any(|hit| std::ptr::eq(hit.rule, rule))
+            || in_path && (std::ptr::eq(rule, &DOM_SINK) || std::ptr::eq(rule, &SCRIPT_CALL))
         {
             continue;
         }
-        if let Some(found) = regex.find(&folded) {
-            let span = if shifted {
-                0..form.len()
-            } else {
-                found.range()
-            };
-            let fingerprint = String::from_utf8_lossy(found.as_bytes()).into_owned();
-            hits.push(Hit::new(rule, span, fingerprint));
-        }
+        let span = if shifted {
+            0..form.len()
+        } else {
+            found.range()
+        };
+        let fingerprint = String::from_utf8_lossy(found.as_bytes()).into_owned();
+        hits.push(Hit::new(rule, span, fingerprint));
     }
 }
 
@@ -199,6 +193,11 @@ mod tests {
         let mut hits = Vec::new();
         detect(input.as_bytes(), false, &mut hits);
         hits.iter().map(|hit| hit.rule.id).collect()
+    }
+
+    #[test]
+    fn every_pattern_compiles() {
+        assert!(PATTERNS.complete(7));
     }
 
     #[test]
