@@ -2,7 +2,7 @@
 //! prose, e-mail addresses and URLs, built to a target size.
 
 /// A form body of about `size` bytes.
-pub fn form(size: usize) -> Vec<u8> {
+pub(crate) fn form(size: usize) -> Vec<u8> {
     let mut body = String::from(
         "csrf_token=q1w2e3r4t5y6u7i8o9p0&name=Siobh%C3%A1n+O%27Brien&email=anna.obrien%40example.com",
     );
@@ -17,7 +17,7 @@ pub fn form(size: usize) -> Vec<u8> {
 }
 
 /// A JSON body of about `size` bytes.
-pub fn json(size: usize) -> Vec<u8> {
+pub(crate) fn json(size: usize) -> Vec<u8> {
     let mut items = Vec::new();
     let mut body = String::new();
     while body.len() < size {
