@@ -24,6 +24,8 @@ if [[ ! -f /usr/lib/apache2/modules/mod_security2.so || ! -d /usr/share/modsecur
 fi
 
 mkdir -p "$dir/htdocs" "$dir/modsec" "$dir/logs"
+# Apache serves as user daemon: the document root and the folders above it must be readable.
+chmod a+rx "$dir" "$(dirname "$dir")"
 echo ok > "$dir/htdocs/index.html"
 modules=/usr/lib/apache2/modules
 sed -e 's/^SecRuleEngine .*/SecRuleEngine On/' \

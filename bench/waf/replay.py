@@ -58,10 +58,68 @@ def pct(a, b):
     return f"{100 * a / b:5.1f}%" if b else "    -"
 
 
+def refused_share(port, values, as_body):
+    """Share of `values` refused when sent as a form field (POST) or a query argument (GET)."""
+    import urllib.parse
+    refused = 0
+    for value in values:
+        encoded = urllib.parse.quote_plus(value)
+        if as_body:
+            body = f"message={encoded}".encode()
+            raw = (f"POST /comment HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+        else:
+            raw = f"GET /search?q={encoded} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+        refused += status_of(port, raw) in (400, 403)
+    return refused, len(values)
+
+
+def libinjection_lines(prefix):
+    root = os.path.join(HERE, "..", "..", "crates", "waf", "tests", "data", "libinjection")
+    import urllib.parse
+    values = []
+    for name in sorted(os.listdir(root)):
+        if name.startswith(prefix) and name.endswith(".txt"):
+            for line in open(os.path.join(root, name), encoding="utf-8", errors="replace"):
+                line = line.rstrip("\r\n")
+                if line and not line.startswith("#"):
+                    values.append(urllib.parse.unquote_plus(line))
+    return values
+
+
+def prose_sentences(limit=3000):
+    """English sentences from /usr/share/doc, filtered as crates/waf/tests/benign.rs does."""
+    import gzip, re
+    found = []
+    for root, _, files in sorted(os.walk("/usr/share/doc")):
+        for name in sorted(files):
+            low = name.lower()
+            if not (low.startswith(("readme", "news")) or low == "copyright" or low.endswith(".txt")):
+                continue
+            path = os.path.join(root, name)
+            try:
+                data = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
+            except OSError:
+                continue
+            text = " ".join(data.decode("utf-8", "replace").split())
+            for sentence in re.split(r"(?<=\. )", text):
+                sentence = sentence.strip()
+                words = sentence.split(" ")
+                if not 6 <= len(words) <= 60 or any(c in sentence for c in "{}<>$=;|`\\@#*_"):
+                    continue
+                alpha = sum(1 for w in words if w.strip("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~").isalpha())
+                if alpha * 10 >= len(words) * 9 and sentence[:1].isupper():
+                    found.append(sentence)
+            if len(found) >= limit:
+                return found[:limit]
+    return found
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--json")
+    ap.add_argument("--extra", action="store_true", help="also libinjection's samples and English prose")
     a = ap.parse_args()
     t0 = time.time()
     verdicts = replay(a.port)
@@ -80,8 +138,19 @@ def main():
           f"{c['whole_hit']:>5}/{c['whole']:<4} {pct(c['whole_hit'], c['whole'])} "
           f"{c['neg_flagged']:>8}/{c['neg']:<4} {pct(c['neg_flagged'], c['neg'])} "
           f"{c['clean_flagged']:>11}/{c['clean']:<4} {pct(c['clean_flagged'], c['clean'])}   ({time.time() - t0:.1f}s)")
+    results = {str(k): v for k, v in stats.items()}
+    if a.extra:
+        for name, values, as_body in (
+            ("libinjection SQLi samples refused", libinjection_lines("sqli-"), False),
+            ("libinjection XSS samples refused", libinjection_lines("xss-"), False),
+            ("libinjection false positives refused", libinjection_lines("false_positives"), False),
+            ("English sentences refused", prose_sentences(), True),
+        ):
+            refused, total = refused_share(a.port, values, as_body)
+            results[name] = [refused, total]
+            print(f"{name:40} {refused:>6}/{total:<6} {pct(refused, total)}")
     if a.json:
-        json.dump({str(k): v for k, v in stats.items()}, open(a.json, "w"), indent=1)
+        json.dump(results, open(a.json, "w"), indent=1)
 
 
 if __name__ == "__main__":

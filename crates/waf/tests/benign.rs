@@ -1,6 +1,9 @@
 //! Benign traffic at the default settings (paranoia 1, threshold 5): English prose from the
 //! documentation Debian packages install, and realistic form and JSON requests.
-#![expect(clippy::expect_used, reason = "a malformed fixture should fail the test loudly")]
+#![expect(
+    clippy::expect_used,
+    reason = "a malformed fixture should fail the test loudly"
+)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

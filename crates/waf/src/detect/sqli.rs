@@ -164,10 +164,10 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
 }
 
 fn detect_form(form: &[u8], hits: &mut Vec<Hit>) {
-    if detect_in(form, hits) {
+    if detect_windowed(form, hits) {
         return;
     }
-    if memchr::memmem::find(form, b"/*").is_some() && detect_in(&strip_comments(form), hits) {
+    if memchr::memmem::find(form, b"/*").is_some() && detect_windowed(&strip_comments(form), hits) {
         // Filters and some applications delete comments, which joins `UN/**/ION` into
         // `UNION`: read the form that way too.
         return;
@@ -242,8 +242,34 @@ fn strip_comments(form: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Runs libinjection on `form`; true when it found a paranoia-1 injection.
-fn detect_in(form: &[u8], hits: &mut Vec<Hit>) -> bool {
+/// Most bytes libinjection's tokenizer reads in one window. `libinjectionrs` slows down
+/// superlinearly on some long inputs (a run of backtick-quoted words takes seconds at 512 KiB),
+/// so a long value is read in two windows: its start, where an injection into a bare value
+/// begins, and from its first quote past the first window, where an injection into a quoted
+/// value breaks out. The pattern rules still read the whole value.
+const TOKENIZER_WINDOW: usize = 16 * 1024;
+
+/// Runs libinjection on the windows of `form`; true when it found a paranoia-1 injection.
+fn detect_windowed(form: &[u8], hits: &mut Vec<Hit>) -> bool {
+    if form.len() <= TOKENIZER_WINDOW {
+        return detect_in(form, 0, hits);
+    }
+    if detect_in(&form[..TOKENIZER_WINDOW], 0, hits) {
+        return true;
+    }
+    match memchr::memchr3(b'\'', b'"', b'`', &form[TOKENIZER_WINDOW..]) {
+        Some(quote) => {
+            let start = TOKENIZER_WINDOW + quote;
+            let end = (start + TOKENIZER_WINDOW).min(form.len());
+            detect_in(&form[start..end], start, hits)
+        }
+        None => false,
+    }
+}
+
+/// Runs libinjection on `form`, which starts at `offset` in the value; true when it found a
+/// paranoia-1 injection.
+fn detect_in(form: &[u8], offset: usize, hits: &mut Vec<Hit>) -> bool {
     let mut state = SqliState::new(form, SqliFlags::FLAG_NONE);
     if !state.detect() {
         return false;
@@ -261,7 +287,11 @@ fn detect_in(form: &[u8], hits: &mut Vec<Hit>) -> bool {
     } else {
         &LIBINJECTION
     };
-    hits.push(Hit::new(rule, span, fingerprint));
+    hits.push(Hit::new(
+        rule,
+        span.start + offset..span.end + offset,
+        fingerprint,
+    ));
     std::ptr::eq(rule, &LIBINJECTION)
 }
 
@@ -412,6 +442,13 @@ mod tests {
         ] {
             assert!(!rule_ids(benign).contains(&942100), "{benign}");
         }
+    }
+
+    #[test]
+    fn long_values_are_read_at_their_start_and_their_first_late_quote() {
+        let padding = "a ".repeat(TOKENIZER_WINDOW);
+        assert_eq!(rule_ids(&format!("1 OR 1=1 -- {padding}")), vec![942100]);
+        assert_eq!(rule_ids(&format!("{padding}x' OR 1=1 --")), vec![942100]);
     }
 
     #[test]
