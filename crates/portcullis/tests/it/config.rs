@@ -35,7 +35,7 @@ fn the_production_example_passes() {
 
 #[test]
 fn each_unsafe_production_setting_fails_with_its_own_line() {
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 9] = [
         (
             "[server]\n",
             "[server]\nsecret_key = \"0123456789abcdef0123456789abcdef\"\n",
@@ -52,6 +52,16 @@ fn each_unsafe_production_setting_fails_with_its_own_line() {
             "origin * with credentials",
         ),
         ("mode = \"block\"", "mode = \"off\"", "waf.mode is off"),
+        (
+            "name = \"web\"\n",
+            "name = \"web\"\nwaf = \"off\"\n",
+            "route \"web\": waf is off",
+        ),
+        (
+            "paranoia = 1\n",
+            "paranoia = 1\nrule_header = true\n",
+            "waf.rule_header is true",
+        ),
         (
             "[server]\n",
             "[server]\nhide_docs = false\n",
@@ -94,6 +104,35 @@ fn a_short_key_and_sqlite_without_override_fail() {
     assert!(!status.success());
     assert!(output.contains("at least 32"), "{output}");
     assert!(output.contains("storage is SQLite"), "{output}");
+}
+
+#[test]
+fn waf_settings_are_validated() {
+    for (waf, expected) in [
+        ("paranoia = 5", "waf.paranoia must be 1 to 4"),
+        (
+            "paranoia = 2\ndetection_paranoia = 1",
+            "waf.detection_paranoia",
+        ),
+        (
+            "exclusions = [{ rules = [999999] }]",
+            "no WAF rule has id 999999",
+        ),
+        (
+            "exclusions = [{ location = \"body2\" }]",
+            "location \"body2\"",
+        ),
+        ("over_limit = \"drop\"", "over_limit"),
+    ] {
+        let dir = TempDir::new("cfg");
+        let file = dir.write("p.toml", &format!("[waf]\n{waf}\n"));
+        let (status, output) = run(
+            &["config", "check", "-c", file.to_str().expect("utf8")],
+            &[],
+        );
+        assert!(!status.success(), "{waf}: accepted");
+        assert!(output.contains(expected), "{waf}: {output}");
+    }
 }
 
 #[test]
