@@ -8,8 +8,9 @@
 # in one run with one load generator (wrk), and prints the ratios.
 #
 # Usage: [WORKERS=N] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
-# WORKERS (default: the number of CPUs) is given to both proxies alike: nginx's
-# worker_processes and Portcullis's server.workers.
+# Without WORKERS each proxy runs as its operator would leave it: nginx with
+# `worker_processes auto` (one per CPU), Portcullis with its default server.workers (CPUs - 1).
+# WORKERS=N gives both the same N: nginx's worker_processes and Portcullis's server.workers.
 # The three targets are measured in turn, `rounds` times, and each figure is the median of its
 # rounds: on a shared 2-core machine one run of nginx alone varies by a third.
 # Installs nginx and wrk from Debian's packages if missing. Traffic stays on 127.0.0.1; every
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/../.."
 DURATION="${1:-10}"
 CONNECTIONS="${2:-64}"
 ROUNDS="${3:-3}"
-WORKERS="${WORKERS:-$(nproc)}"
+WORKERS="${WORKERS:-}"
 THREADS=2
 UPSTREAM_PORT=18101
 NGINX_PORT=18102
@@ -37,7 +38,7 @@ nginx_conf upstream auto "
     location / { default_type text/plain; return 200 'ok'; }
   }"
 
-nginx_conf proxy "$WORKERS" "
+nginx_conf proxy "${WORKERS:-auto}" "
   limit_req_zone \$binary_remote_addr zone=perip:10m rate=1000000r/s;
   upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
   server {
@@ -73,7 +74,7 @@ profile = "production"
 listen = "127.0.0.1:$PORTCULLIS_PORT"
 admin_listen = "127.0.0.1:$PORTCULLIS_ADMIN"
 trusted_proxies = ["127.0.0.1/32"]
-workers = $WORKERS
+$([ -n "$WORKERS" ] && echo "workers = $WORKERS")
 data_dir = "$WORK/data"
 [storage]
 allow_sqlite_in_production = true
@@ -140,7 +141,7 @@ up_rps=$(col $UPSTREAM_PORT 1); up_p50=$(col $UPSTREAM_PORT 2); up_p99=$(col $UP
 ng_rps=$(col $NGINX_PORT 1); ng_p50=$(col $NGINX_PORT 2); ng_p99=$(col $NGINX_PORT 3); ng_cpu=$(col $NGINX_PORT 4)
 pc_rps=$(col $PORTCULLIS_PORT 1); pc_p50=$(col $PORTCULLIS_PORT 2); pc_p99=$(col $PORTCULLIS_PORT 3); pc_cpu=$(col $PORTCULLIS_PORT 4)
 
-echo "bench/proxy: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS rounds, $(nproc) cores, $WORKERS worker(s) per proxy, $(date -u +%FT%TZ)"
+echo "bench/proxy: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS rounds, $(nproc) cores, ${WORKERS:-default} worker(s) per proxy, $(date -u +%FT%TZ)"
 printf '%-18s %9s %8s %8s %12s   %s\n' target req/s p50_ms p99_ms cpu_us/req "req/s of each round"
 printf '%-18s %9s %8s %8s %12s   %s\n' "upstream direct" "$up_rps" "$up_p50" "$up_p99" "$up_cpu" "$(cut -d' ' -f1 "$WORK/results.$UPSTREAM_PORT" | tr '\n' ' ')"
 printf '%-18s %9s %8s %8s %12s   %s\n' "nginx proxy" "$ng_rps" "$ng_p50" "$ng_p99" "$ng_cpu" "$(cut -d' ' -f1 "$WORK/results.$NGINX_PORT" | tr '\n' ' ')"
