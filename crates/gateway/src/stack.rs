@@ -179,8 +179,25 @@ impl Gateway {
                 PathAndQuery::try_from(rebuilt).map_err(|e| (Reject::BadPath, e.to_string()))?
             }
         };
+        // A declared length over the route's limit is refused before any byte is read.
+        let limit = self.body_limit(route);
+        if let Some(length) = content_length(&request)
+            && length > limit
+        {
+            return Err((
+                Reject::BodyTooLarge,
+                format!("content-length {length} over {limit}"),
+            ));
+        }
         let request = self.inspect(request, route, ctx).await?;
         self.forward(request, route, path_and_query, ctx).await
+    }
+
+    fn body_limit(&self, route: &Route) -> u64 {
+        route
+            .settings
+            .max_body_bytes
+            .unwrap_or(self.settings.limits.max_body_bytes)
     }
 
     /// The WAF stage: score the request; record what matched; block attacks in block mode.
@@ -244,18 +261,7 @@ impl Gateway {
         path_and_query: PathAndQuery,
         ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
-        let limit = route
-            .settings
-            .max_body_bytes
-            .unwrap_or(self.settings.limits.max_body_bytes);
-        if let Some(length) = content_length(&request)
-            && length > limit
-        {
-            return Err((
-                Reject::BodyTooLarge,
-                format!("content-length {length} over {limit}"),
-            ));
-        }
+        let limit = self.body_limit(route);
         let upstream = route
             .pick_upstream()
             .ok_or_else(|| (Reject::BadGateway, "route has no upstream".into()))?;
