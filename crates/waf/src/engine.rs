@@ -203,6 +203,9 @@ impl Engine {
             detect::xss::detect(form, field.location == Location::Path, &mut hits);
             detect::traversal::detect(form, &mut hits);
             detect::cmdi::detect(form, &mut hits);
+            if self.config.detection_paranoia >= 2 {
+                detect::anomaly::detect(form, &mut hits);
+            }
             if matches!(
                 field.location,
                 Location::Query | Location::Header | Location::Cookie
@@ -340,6 +343,28 @@ mod tests {
             query_verdict(&Engine::default(), "x=I+like+cats%3B+cat+videos+are+fun")
                 .findings
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn higher_paranoia_turns_on_more_checks() {
+        let query = "comment=see+%3Cb%3Ethis%3C%2Fb%3E";
+        assert!(!query_verdict(&Engine::default(), query).is_attack());
+        let level = |paranoia| {
+            Engine::new(EngineConfig {
+                paranoia,
+                ..EngineConfig::default()
+            })
+        };
+        assert!(
+            query_verdict(&level(2), query).is_attack(),
+            "an HTML tag at paranoia 2"
+        );
+        let accented = "name=Zo%C3%AB";
+        assert!(!query_verdict(&level(2), accented).is_attack());
+        assert!(
+            query_verdict(&level(3), accented).is_attack(),
+            "non-ASCII at paranoia 3"
         );
     }
 

@@ -5,6 +5,7 @@
 //! 942 SQL injection, 920/921 protocol), a severity that becomes its anomaly score, and the
 //! paranoia level from which it counts.
 
+pub mod anomaly;
 pub mod cmdi;
 pub mod protocol;
 pub mod sqli;
@@ -152,6 +153,7 @@ pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
         .chain(traversal::RULES)
         .chain(cmdi::RULES)
         .chain(protocol::RULES)
+        .chain(anomaly::RULES)
         .copied()
 }
 
