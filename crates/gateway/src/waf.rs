@@ -81,13 +81,23 @@ pub(crate) async fn inspect(
             malformed = Some(error.to_string());
             BodyKind::Opaque
         }
-        None => BodyKind::Opaque,
+        None => BodyKind::Unlabelled,
     };
+    // A compressed body would reach the detectors as compressed bytes, and the application
+    // may decompress it: an inspected type must arrive as it is meant to be read.
+    let encoded = head
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded && kind.is_inspected() {
+        malformed = Some("a compressed body of an inspected type cannot be inspected".to_owned());
+    }
     let mut prefix = None;
     let mut trailers = None;
     let mut complete = true;
     let mut exhausted = false;
-    if kind.is_inspected() && !incoming.is_end_stream() {
+    if kind.is_inspected() && malformed.is_none() && !incoming.is_end_stream() {
         let read = read_prefix(&mut incoming, policy.body_limit);
         let (bytes, read_trailers, finished) = tokio::time::timeout(read_timeout, read)
             .await

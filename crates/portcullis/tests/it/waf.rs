@@ -319,6 +319,19 @@ fn bodies_are_parsed_strictly_and_inspected_up_to_the_limit() {
         post(gateway.addr, "/upload/x", form, &attack_first).status,
         403
     );
+    // A body with no content type is read as JSON when it parses (FastAPI's reading), else as a
+    // form; a compressed body of an inspected type cannot be inspected and is refused.
+    let unlabelled = b"{\"q\": \"1' UNION SELECT password FROM users--\"}";
+    let head = format!(
+        "POST /api HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}",
+        unlabelled.len()
+    );
+    assert_eq!(raw(gateway.addr, &head, unlabelled).status, 403);
+    let head = format!(
+        "POST /form HTTP/1.1\r\nHost: app.test\r\nContent-Type: {form}\r\nContent-Encoding: gzip\r\nContent-Length: {}",
+        big.len()
+    );
+    assert_eq!(raw(gateway.addr, &head, &big).status, 400);
     // A body of a type the engine does not parse streams through uninspected.
     let reply = post(gateway.addr, "/form", "application/octet-stream", &big);
     assert_eq!(reply.status, 200, "{reply:?}");

@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         BodyKind::Multipart { boundary: "XyZ".to_owned() },
         BodyKind::Json,
         BodyKind::Xml,
+        BodyKind::Unlabelled,
     ];
     for kind in &kinds {
         let _ = body::parse(kind, data, true);

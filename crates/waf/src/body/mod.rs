@@ -30,6 +30,9 @@ pub enum BodyKind {
     },
     Json,
     Xml,
+    /// No `Content-Type` at all. Some frameworks read such a body as JSON anyway (FastAPI
+    /// does), others as a form: it is read as JSON when it parses as JSON, else as a form.
+    Unlabelled,
     /// Anything else (binary uploads, images): not inspected.
     Opaque,
 }
@@ -94,6 +97,12 @@ pub fn parse<'a>(
         }
         BodyKind::Json => json::parse(body, complete, &mut parsed.leaves)?,
         BodyKind::Xml => xml::parse(body, complete, &mut parsed)?,
+        BodyKind::Unlabelled => {
+            if json::parse(body, complete, &mut parsed.leaves).is_err() {
+                parsed.leaves.clear();
+                push_urlencoded(&mut parsed.leaves, Location::Body, body);
+            }
+        }
         BodyKind::Opaque => {}
     }
     if parsed.leaves.len() > MAX_LEAVES {
@@ -127,6 +136,24 @@ mod tests {
             Ok(BodyKind::Opaque)
         );
         assert!(BodyKind::from_content_type("multipart/form-data").is_err());
+    }
+
+    #[test]
+    fn unlabelled_bodies_are_read_as_json_or_as_a_form() {
+        let values = |body: &'static [u8]| -> Vec<Vec<u8>> {
+            parse(&BodyKind::Unlabelled, body, true)
+                .map(|parsed| parsed.leaves)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|field| field.part == crate::Part::Value)
+                .map(|field| field.value.to_vec())
+                .collect()
+        };
+        assert_eq!(
+            values(br#"{"q": "1' OR '1'='1"}"#),
+            vec![b"1' OR '1'='1".to_vec()]
+        );
+        assert_eq!(values(b"q=a+b"), vec![b"a b".to_vec()]);
     }
 
     #[test]
