@@ -102,9 +102,7 @@ mod tests {
     use super::*;
 
     fn rule_ids(input: &[u8]) -> Vec<u32> {
-        let mut hits = Vec::new();
-        detect(input, &mut hits);
-        hits.iter().map(|hit| hit.rule.id).collect()
+        super::super::rule_ids_of(detect, input)
     }
 
     #[test]

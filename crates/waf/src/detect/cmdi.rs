@@ -622,9 +622,7 @@ mod tests {
     use super::*;
 
     fn rule_ids(input: &str) -> Vec<u32> {
-        let mut hits = Vec::new();
-        detect(input.as_bytes(), &mut hits);
-        hits.iter().map(|hit| hit.rule.id).collect()
+        super::super::rule_ids_of(detect, input)
     }
 
     #[test]

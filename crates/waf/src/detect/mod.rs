@@ -145,6 +145,17 @@ impl PatternTable {
     }
 }
 
+/// The ids of the rules `detect` reports on `input`, for the detectors' tests.
+#[cfg(test)]
+pub(crate) fn rule_ids_of(
+    detect: impl Fn(&[u8], &mut Vec<Hit>),
+    input: impl AsRef<[u8]>,
+) -> Vec<u32> {
+    let mut hits = Vec::new();
+    detect(input.as_ref(), &mut hits);
+    hits.iter().map(|hit| hit.rule.id).collect()
+}
+
 /// Every rule, for documentation, `waf check` and the exclusions' validation.
 pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
     sqli::RULES

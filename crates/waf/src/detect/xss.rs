@@ -190,9 +190,7 @@ mod tests {
     use super::*;
 
     fn rule_ids(input: &str) -> Vec<u32> {
-        let mut hits = Vec::new();
-        detect(input.as_bytes(), false, &mut hits);
-        hits.iter().map(|hit| hit.rule.id).collect()
+        super::super::rule_ids_of(|form, hits| detect(form, false, hits), input)
     }
 
     #[test]
