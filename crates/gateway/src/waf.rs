@@ -104,7 +104,10 @@ pub(crate) async fn inspect(
             .map_err(|_| StageError::Timeout)??;
         exhausted = finished;
         complete = finished && bytes.len() <= policy.body_limit;
-        if !complete && policy.over_limit == OverLimit::Reject {
+        // An unlabelled body past the limit is refused only when it reads as JSON; otherwise it
+        // is a raw upload, inspected as far as the limit and passed on.
+        let refusable = kind != BodyKind::Unlabelled || looks_like_json(&bytes);
+        if !complete && policy.over_limit == OverLimit::Reject && refusable {
             return Err(StageError::OverInspectionLimit(policy.body_limit));
         }
         prefix = Some(bytes);
@@ -145,6 +148,14 @@ pub(crate) async fn inspect(
         verdict,
         malformed,
     })
+}
+
+/// Whether a body starts like a JSON object or array.
+fn looks_like_json(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.iter().find(|byte| !byte.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 /// Reads data frames until `limit` bytes or the end: (bytes, trailers, reached the end).
