@@ -38,6 +38,26 @@ pub enum EventKind {
     WafBlock,
     /// The WAF found an attack but only reports it (detect mode, or shadow rules).
     WafDetect,
+    /// A login succeeded.
+    LoginSuccess,
+    /// A login failed; the reason (unknown account, wrong password, ...) is kept internal.
+    LoginFailure,
+    /// A login was refused unchecked because of earlier failures.
+    LoginThrottled,
+    /// An account was locked (by an operator or the brute-force defence).
+    AccountLocked,
+    /// A password was set or changed.
+    PasswordChanged,
+    /// An account was created.
+    AccountCreated,
+    /// A session ended: logout, revocation, eviction over the session limit.
+    SessionRevoked,
+    /// A request lacked the authentication its route requires.
+    AuthenticationRequired,
+    /// An authenticated request lacked a role or scope its route requires.
+    AccessDenied,
+    /// A cookie-authenticated unsafe request came from another origin.
+    CsrfRejected,
 }
 
 impl EventKind {
@@ -55,13 +75,31 @@ impl EventKind {
             Self::GatewayStarted => "gateway_started",
             Self::WafBlock => "waf_block",
             Self::WafDetect => "waf_detect",
+            Self::LoginSuccess => "login_success",
+            Self::LoginFailure => "login_failure",
+            Self::LoginThrottled => "login_throttled",
+            Self::AccountLocked => "account_locked",
+            Self::PasswordChanged => "password_changed",
+            Self::AccountCreated => "account_created",
+            Self::SessionRevoked => "session_revoked",
+            Self::AuthenticationRequired => "authentication_required",
+            Self::AccessDenied => "access_denied",
+            Self::CsrfRejected => "csrf_rejected",
         }
     }
 
     /// How much an operator should care, by default.
     pub fn severity(self) -> Severity {
         match self {
-            Self::GatewayStarted | Self::UpstreamErrorWithheld => Severity::Info,
+            Self::GatewayStarted
+            | Self::UpstreamErrorWithheld
+            | Self::LoginSuccess
+            | Self::PasswordChanged
+            | Self::AccountCreated
+            | Self::SessionRevoked
+            | Self::AuthenticationRequired => Severity::Info,
+            Self::LoginFailure | Self::AccessDenied => Severity::Low,
+            Self::LoginThrottled | Self::AccountLocked | Self::CsrfRejected => Severity::Medium,
             Self::RequestTimeout
             | Self::ConnectionLimitReached
             | Self::CorsDenied
@@ -146,6 +184,12 @@ impl SecurityEvent {
     pub fn with_request(mut self, id: &RequestId, client_ip: IpAddr) -> Self {
         self.request_id = Some(id.as_str().to_owned());
         self.client_ip = Some(client_ip);
+        self
+    }
+
+    /// The account the event is about.
+    pub fn with_user(mut self, user_id: Option<&str>) -> Self {
+        self.user_id = user_id.map(str::to_owned);
         self
     }
 

@@ -38,6 +38,20 @@ pub enum Reject {
     WafBlocked,
     /// The body does not parse as its declared type (strict multipart, JSON, XML).
     MalformedBody,
+    /// The route requires authentication and the request carries none that is valid.
+    Unauthenticated,
+    /// The caller is authenticated but lacks a role or scope the route requires.
+    Forbidden,
+    /// A cookie-authenticated unsafe request from another origin.
+    CsrfRejected,
+    /// Wrong e-mail address or password (one answer for both, so accounts cannot be listed).
+    InvalidCredentials,
+    /// Too many failed logins: wait before trying again.
+    LoginThrottled,
+    /// The password hashing pool is saturated.
+    Busy,
+    /// The store that authentication needs cannot be reached: fail closed.
+    Unavailable,
 }
 
 impl Reject {
@@ -45,14 +59,16 @@ impl Reject {
     pub fn status(self) -> u16 {
         match self {
             Self::BadPath | Self::BadRequest | Self::MalformedBody => 400,
-            Self::CorsDenied | Self::WafBlocked => 403,
+            Self::Unauthenticated | Self::InvalidCredentials => 401,
+            Self::CorsDenied | Self::WafBlocked | Self::Forbidden | Self::CsrfRejected => 403,
+            Self::LoginThrottled => 429,
             Self::NoRoute | Self::Hidden => 404,
             Self::RequestTimeout => 408,
             Self::BodyTooLarge => 413,
             Self::UriTooLong => 414,
             Self::HeadersTooLarge => 431,
             Self::BadGateway => 502,
-            Self::Overloaded => 503,
+            Self::Overloaded | Self::Busy | Self::Unavailable => 503,
             Self::GatewayTimeout => 504,
             Self::UpstreamError(status) => status,
         }
@@ -75,6 +91,13 @@ impl Reject {
             Self::CorsDenied => "cors_denied",
             Self::WafBlocked => "request_blocked",
             Self::MalformedBody => "malformed_body",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::CsrfRejected => "csrf_rejected",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::LoginThrottled => "login_throttled",
+            Self::Busy => "busy",
+            Self::Unavailable => "unavailable",
         }
     }
 
@@ -95,6 +118,13 @@ impl Reject {
             Self::CorsDenied => "This origin is not allowed",
             Self::WafBlocked => "The request was blocked",
             Self::MalformedBody => "The request body does not match its content type",
+            Self::Unauthenticated => "Authentication is required",
+            Self::Forbidden => "You are not allowed to do this",
+            Self::CsrfRejected => "Cross-origin request refused",
+            Self::InvalidCredentials => "Wrong e-mail address or password",
+            Self::LoginThrottled => "Too many failed attempts, try again later",
+            Self::Busy => "The service is busy, try again later",
+            Self::Unavailable => "The service is unavailable, try again later",
         }
     }
 
@@ -114,7 +144,16 @@ impl Reject {
             Self::CorsDenied => Some(EventKind::CorsDenied),
             Self::WafBlocked => Some(EventKind::WafBlock),
             Self::MalformedBody => Some(EventKind::MalformedRequest),
-            Self::NoRoute | Self::BadGateway | Self::GatewayTimeout => None,
+            Self::Unauthenticated => Some(EventKind::AuthenticationRequired),
+            Self::Forbidden => Some(EventKind::AccessDenied),
+            Self::CsrfRejected => Some(EventKind::CsrfRejected),
+            // The login handler records its own, richer events.
+            Self::InvalidCredentials | Self::LoginThrottled => None,
+            Self::NoRoute
+            | Self::BadGateway
+            | Self::GatewayTimeout
+            | Self::Busy
+            | Self::Unavailable => None,
         }
     }
 }

@@ -48,6 +48,16 @@ pub(crate) fn is_forwarding(name: &str) -> bool {
     )
 }
 
+/// Identity headers: the gateway's own (`X-Portcullis-*`) and Authelia's (`Remote-*`). A
+/// client's copies never reach the upstream, which can trust them only for that reason.
+pub(crate) fn is_identity(name: &str) -> bool {
+    name.starts_with("x-portcullis-")
+        || matches!(
+            name,
+            "remote-user" | "remote-groups" | "remote-name" | "remote-email"
+        )
+}
+
 /// Headers that say which software and version runs behind the gateway.
 pub(crate) fn is_fingerprint(name: &str) -> bool {
     matches!(

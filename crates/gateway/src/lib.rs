@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod auth;
 mod body;
 mod client_ip;
 mod compress;
@@ -31,10 +32,12 @@ mod telemetry;
 mod tls;
 mod waf;
 
+pub use auth::IdentityHandle;
 pub use events::EventSink;
 pub use listener::{Running, StartError, start};
 pub use settings::{
-    CorsSettings, ErrorDetail, HeaderSettings, LimitSettings, OverLimit, RouteSettings,
-    RouteWafSettings, Settings, TlsSettings, UpstreamSettings, WafMode, WafSettings,
+    CorsSettings, ErrorDetail, HeaderSettings, IdentityHeaderStyle, IdentitySettings,
+    LimitSettings, OverLimit, RouteAuth, RouteSettings, RouteWafSettings, Settings, TlsSettings,
+    UpstreamSettings, WafMode, WafSettings,
 };
 pub use tls::{TlsError, load_server_config};

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
+use crate::auth::IdentityHandle;
 use crate::events::EventSink;
 use crate::respond;
 use crate::settings::{ErrorDetail, Settings};
@@ -95,6 +96,7 @@ pub async fn start(
     events: EventSink,
     store: Option<Store>,
     metrics: PrometheusHandle,
+    identity: Option<IdentityHandle>,
 ) -> Result<Running, StartError> {
     let tls = settings.tls.clone().map(ReloadableTls::new).transpose()?;
     if let Some(tls) = &tls {
@@ -112,7 +114,7 @@ pub async fn start(
     let mut workers = Vec::with_capacity(settings.workers.max(1));
     for index in 0..settings.workers.max(1) {
         // Each worker builds its own gateway: its own upstream pool and route cursors.
-        let gateway = Gateway::new(settings.clone(), events.clone())?;
+        let gateway = Gateway::new(settings.clone(), events.clone(), identity.clone())?;
         let (handoff, connections) = mpsc::unbounded_channel();
         let shared = shared.clone();
         let exit = exit_sender.clone();

@@ -77,6 +77,10 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) proto: &'static str,
     pub(crate) host: Option<&'a str>,
     pub(crate) request_id: &'a str,
+    /// Identity headers of the authenticated caller.
+    pub(crate) identity: &'a [(HeaderName, HeaderValue)],
+    /// The session cookie's name, removed from `Cookie`: the upstream never sees the token.
+    pub(crate) session_cookie: Option<&'a str>,
 }
 
 /// Builds the upstream request from the client's.
@@ -99,9 +103,16 @@ pub(crate) fn upstream_request(
     header_filter::retain(headers, |name| {
         header_filter::is_hop_by_hop(name)
             || header_filter::is_forwarding(name)
+            || header_filter::is_identity(name)
             || name == "x-request-id"
             || name == "expect"
     });
+    if let Some(cookie) = forwarding.session_cookie {
+        crate::auth::cookie::remove_from_request(headers, cookie);
+    }
+    for (name, value) in forwarding.identity {
+        headers.insert(name.clone(), value.clone());
+    }
     if let Some(host) = forwarding.host
         && !headers.contains_key(header::HOST)
         && let Ok(value) = HeaderValue::from_str(host)

@@ -17,7 +17,12 @@ pub(crate) fn error_response(
     detail: ErrorDetail,
     internal: &str,
 ) -> Response<Body> {
-    let detail = (detail == ErrorDetail::Detailed && !internal.is_empty()).then_some(internal);
+    // A failed login's reason (unknown account or wrong password) is the one detail that must
+    // not leave even in development: the answers must not tell the two apart.
+    let detail = (detail == ErrorDetail::Detailed
+        && !internal.is_empty()
+        && reject != Reject::InvalidCredentials)
+        .then_some(internal);
     let (content_type, body) = if wants_html {
         (
             "text/html; charset=utf-8",
@@ -36,6 +41,39 @@ pub(crate) fn error_response(
         headers.insert("x-request-id", id);
     }
     response
+}
+
+/// A JSON answer of the gateway's own API; never cached.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The common error body for an API error that is not a [`Reject`] (a password policy
+/// failure); `extra` adds fields beside `code` and `message`.
+pub(crate) fn api_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &RequestId,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Response<Body> {
+    let mut error = serde_json::json!({
+        "code": code,
+        "message": message,
+        "request_id": request_id.as_str(),
+    });
+    if let Some((name, value)) = extra {
+        error[name] = value;
+    }
+    json(status, &serde_json::json!({ "error": error }))
 }
 
 fn json_body(reject: Reject, request_id: &RequestId, detail: Option<&str>) -> String {

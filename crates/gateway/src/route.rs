@@ -154,6 +154,8 @@ mod tests {
             secret: false,
             cors: None,
             waf: crate::settings::RouteWafSettings::default(),
+            auth: crate::settings::RouteAuth::None,
+            roles: vec![],
         }
     }
 

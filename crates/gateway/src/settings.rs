@@ -40,6 +40,45 @@ pub struct Settings {
     pub waf: WafSettings,
     /// Routes, in file order.
     pub routes: Vec<RouteSettings>,
+    /// The built-in identity API and session authentication; `None` when switched off.
+    pub identity: Option<IdentitySettings>,
+}
+
+/// The identity endpoints and how sessions travel.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// Path prefix of the identity pages and API (`/auth`), without a trailing slash.
+    pub prefix: String,
+    /// Session cookie name; `__Host-` so that it is Secure, host-only and Path=/.
+    pub cookie_name: String,
+    /// `Max-Age` of the session cookie (the absolute session timeout).
+    pub cookie_max_age: Duration,
+    /// Which names the identity headers to the upstream carry.
+    pub header_style: IdentityHeaderStyle,
+    /// Largest accepted body of an identity API request.
+    pub max_body_bytes: usize,
+}
+
+/// Names of the identity headers sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityHeaderStyle {
+    /// `X-Portcullis-User`, `-Email`, `-Name`, `-Roles`, `-Auth`.
+    Portcullis,
+    /// Authelia's `Remote-User`, `Remote-Email`, `Remote-Name`, `Remote-Groups`, so that
+    /// Portcullis can replace Authelia in front of apps that read them.
+    Authelia,
+}
+
+/// What a route requires of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteAuth {
+    /// Nothing: anonymous requests pass (identity headers are still stripped).
+    #[default]
+    None,
+    /// A live session (cookie).
+    Session,
+    /// Any method available (a session, for now).
+    Any,
 }
 
 /// What the WAF does with a request it scores as an attack.
@@ -178,6 +217,10 @@ pub struct RouteSettings {
     pub cors: Option<CorsSettings>,
     /// WAF overrides.
     pub waf: RouteWafSettings,
+    /// Authentication the route requires.
+    pub auth: RouteAuth,
+    /// Roles of which the caller must hold at least one (empty: any authenticated caller).
+    pub roles: Vec<String>,
 }
 
 /// CORS of one route, with explicit origins only.

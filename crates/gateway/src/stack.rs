@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portcullis_core::{EventKind, Reject, RequestId, SecurityEvent};
 
+use crate::auth::{self, IdentityHandle, cookie, csrf};
 use crate::body::{Body, LimitedBody, empty};
 use crate::client_ip::{self, ClientAddr};
 use crate::compress;
@@ -23,7 +24,7 @@ use crate::normalize::normalize;
 use crate::proxy::{self, Forwarding, UpstreamClient};
 use crate::respond::{self, SecurityHeaders};
 use crate::route::{self, Route, RouteTable};
-use crate::settings::{Settings, WafMode};
+use crate::settings::{RouteAuth, Settings, WafMode};
 use crate::telemetry::RouteTelemetry;
 use crate::waf::{self, InspectedBody, StageError};
 
@@ -43,17 +44,19 @@ pub(crate) struct Gateway {
     upstream: UpstreamClient,
     headers: SecurityHeaders,
     pub(crate) events: EventSink,
+    /// The identity service, when identity is on.
+    pub(crate) identity: Option<IdentityHandle>,
     listener_is_loopback: bool,
 }
 
 /// A rejection with its internal reason, for logs, events and development error bodies.
-type Rejection = (Reject, String);
+pub(crate) type Rejection = (Reject, String);
 
 /// What the stages know about the request so far.
-struct RequestContext<'g> {
-    id: RequestId,
-    client: ClientAddr,
-    secure: bool,
+pub(crate) struct RequestContext<'g> {
+    pub(crate) id: RequestId,
+    pub(crate) client: ClientAddr,
+    pub(crate) secure: bool,
     wants_html: bool,
     route: Option<&'g Route>,
     /// The request's `Origin`, when the route's CORS policy allows it.
@@ -67,11 +70,19 @@ struct RequestContext<'g> {
     /// Ids of the WAF rules that matched, for the development response header.
     waf_rules: Option<String>,
     /// The stage that rejected the request already recorded a richer event than the rejection's.
-    event_recorded: bool,
+    pub(crate) event_recorded: bool,
+    /// The authenticated account, for events.
+    pub(crate) user_id: Option<String>,
+    /// Identity headers for the upstream, set by authentication.
+    identity_headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl Gateway {
-    pub(crate) fn new(settings: Settings, events: EventSink) -> Result<Self, StartError> {
+    pub(crate) fn new(
+        settings: Settings,
+        events: EventSink,
+        identity: Option<IdentityHandle>,
+    ) -> Result<Self, StartError> {
         let routes = RouteTable::new(&settings.routes, &settings.waf)?;
         Ok(Self {
             upstream: proxy::client(&settings.upstream)?,
@@ -80,6 +91,7 @@ impl Gateway {
             routes,
             unrouted: RouteTelemetry::new("none"),
             events,
+            identity,
             settings,
         })
     }
@@ -118,6 +130,8 @@ impl Gateway {
             from_upstream: false,
             waf_rules: None,
             event_recorded: false,
+            user_id: None,
+            identity_headers: Vec::new(),
         };
         let mut response = match self.route_and_forward(request, &mut ctx).await {
             Ok(response) => response,
@@ -152,6 +166,9 @@ impl Gateway {
         let path = normalize(request.uri().path()).map_err(|e| (Reject::BadPath, e.to_string()))?;
         if hidden::is_hidden(&self.settings.hidden_paths, &path.decoded) {
             return Err((Reject::Hidden, format!("hidden path {}", path.decoded)));
+        }
+        if let Some(rest) = self.identity_path(&path.decoded) {
+            return self.identity_api(request, rest, host.as_deref(), ctx).await;
         }
         let route = self
             .routes
@@ -190,7 +207,76 @@ impl Gateway {
             ));
         }
         let request = self.inspect(request, route, ctx).await?;
+        self.authenticate(
+            request.headers(),
+            request.method(),
+            route,
+            host.as_deref(),
+            ctx,
+        )
+        .await?;
         self.forward(request, route, path_and_query, ctx).await
+    }
+
+    /// The part of `path` after the identity prefix, when the path is under it.
+    fn identity_path<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let prefix = &self.settings.identity.as_ref()?.prefix;
+        let rest = path.strip_prefix(prefix.as_str())?;
+        if rest.is_empty() {
+            Some(rest)
+        } else {
+            rest.strip_prefix('/')
+        }
+    }
+
+    /// Authentication and authorization: the route's requirement, a live session, the
+    /// same-origin check of cookie-authenticated unsafe requests, the route's roles. Fills the
+    /// identity headers for the upstream.
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        method: &http::Method,
+        route: &Route,
+        host: Option<&str>,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<(), Rejection> {
+        if route.settings.auth == RouteAuth::None {
+            return Ok(());
+        }
+        let (Some(handle), Some(settings)) = (&self.identity, &self.settings.identity) else {
+            return Err((
+                Reject::Unavailable,
+                "route needs identity, which is off".into(),
+            ));
+        };
+        let token = cookie::read(headers, &settings.cookie_name)
+            .map(str::to_owned)
+            .ok_or_else(|| (Reject::Unauthenticated, "no session cookie".to_owned()))?;
+        let principal = handle
+            .run(move |identity| async move { identity.authenticate_session(&token).await })
+            .await
+            .map_err(auth::api::service_failure)?
+            .ok_or_else(|| {
+                (
+                    Reject::Unauthenticated,
+                    "unknown or expired session".to_owned(),
+                )
+            })?;
+        ctx.user_id = Some(principal.account.id.clone());
+        if csrf::is_unsafe(method) && !csrf::same_origin(headers, host, ctx.secure) {
+            return Err((
+                Reject::CsrfRejected,
+                "cookie-authenticated request from another origin".into(),
+            ));
+        }
+        if !auth::has_role(&principal, &route.settings.roles) {
+            return Err((
+                Reject::Forbidden,
+                "lacks every role the route requires".into(),
+            ));
+        }
+        ctx.identity_headers = auth::identity_headers(&principal, settings.header_style, "session");
+        Ok(())
     }
 
     fn body_limit(&self, route: &Route) -> u64 {
@@ -278,6 +364,12 @@ impl Gateway {
             proto: if ctx.secure { "https" } else { "http" },
             host: host.as_deref(),
             request_id: ctx.id.as_str(),
+            identity: &ctx.identity_headers,
+            session_cookie: self
+                .settings
+                .identity
+                .as_ref()
+                .map(|i| i.cookie_name.as_str()),
         };
         let upstream_request = proxy::upstream_request(
             parts,
@@ -369,7 +461,7 @@ impl Gateway {
         self.emit_details(kind, ctx, details).await;
     }
 
-    async fn emit_details(
+    pub(crate) async fn emit_details(
         &self,
         kind: EventKind,
         ctx: &RequestContext<'_>,
@@ -377,6 +469,7 @@ impl Gateway {
     ) {
         let event = SecurityEvent::new(kind, self.events.now())
             .with_request(&ctx.id, ctx.client.ip)
+            .with_user(ctx.user_id.as_deref())
             .with_route(ctx.route.map(|r| r.settings.name.as_str()))
             .with_details(details);
         self.events.emit(event).await;

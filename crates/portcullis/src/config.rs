@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use ipnet::IpNet;
 use portcullis_gateway::{
-    CorsSettings, ErrorDetail, HeaderSettings, LimitSettings, RouteSettings, RouteWafSettings,
-    Settings, TlsSettings, UpstreamSettings, WafSettings,
+    CorsSettings, ErrorDetail, HeaderSettings, IdentityHeaderStyle, IdentitySettings,
+    LimitSettings, RouteAuth, RouteSettings, RouteWafSettings, Settings, TlsSettings,
+    UpstreamSettings, WafSettings,
 };
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -55,6 +56,7 @@ pub(crate) struct RawConfig {
     pub(crate) headers: RawHeaders,
     pub(crate) storage: RawStorage,
     pub(crate) waf: RawWaf,
+    pub(crate) identity: RawIdentity,
     #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub(crate) routes: Vec<RawRoute>,
 }
@@ -163,6 +165,68 @@ pub(crate) struct RawWaf {
     pub(crate) exclusions: Vec<RawExclusion>,
 }
 
+/// `[identity]`: accounts, passwords and sessions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawIdentity {
+    /// Serve the identity API and authenticate routes (default true).
+    pub(crate) enabled: Option<bool>,
+    /// Path prefix of the identity API and pages.
+    pub(crate) prefix: Option<String>,
+    /// `open`, `invite` or `off`.
+    pub(crate) registration: Option<RegistrationMode>,
+    pub(crate) require_verified_email: Option<bool>,
+    pub(crate) password_min_length: Option<usize>,
+    pub(crate) password_max_length: Option<usize>,
+    /// Lowest zxcvbn score (0–4).
+    pub(crate) password_min_strength: Option<u8>,
+    /// Require lower, upper, digit and symbol (opt-in; NIST advises against it).
+    pub(crate) password_composition: Option<bool>,
+    /// Recent passwords that may not be reused.
+    pub(crate) password_history: Option<usize>,
+    pub(crate) session_idle_timeout: Option<String>,
+    pub(crate) session_absolute_timeout: Option<String>,
+    pub(crate) max_sessions: Option<u32>,
+    /// `portcullis` (X-Portcullis-*) or `authelia` (Remote-*).
+    pub(crate) header_style: Option<HeaderStyle>,
+    /// Argon2id memory in KiB (OWASP: 19456).
+    pub(crate) hash_memory_kib: Option<u32>,
+    /// Argon2id iterations (OWASP: 2).
+    pub(crate) hash_iterations: Option<u32>,
+    /// Argon2id lanes (OWASP: 1).
+    pub(crate) hash_parallelism: Option<u32>,
+    /// Hashes computed at once.
+    pub(crate) hash_threads: Option<usize>,
+    /// Hashes waiting beyond those before logins get 503.
+    pub(crate) hash_queue: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RegistrationMode {
+    Open,
+    Invite,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum HeaderStyle {
+    Portcullis,
+    Authelia,
+}
+
+/// A route's authentication requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AuthMode {
+    None,
+    Session,
+    Token,
+    ApiKey,
+    Any,
+}
+
 /// What happens to a body beyond the inspection limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -198,6 +262,11 @@ pub(crate) struct RawRoute {
     pub(crate) waf_over_limit: Option<OverLimitAction>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) waf_exclusions: Vec<RawExclusion>,
+    /// `none`, `session`, `token`, `api_key` or `any`.
+    pub(crate) auth: Option<AuthMode>,
+    /// The caller must hold one of these roles.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +308,17 @@ pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     pub(crate) storage_url: Option<String>,
     pub(crate) secret_key: Option<Vec<u8>>,
+    /// The identity service's settings, when identity is on.
+    pub(crate) identity: Option<IdentityBuild>,
+}
+
+/// What `serve` and the `user` commands need to build the identity service.
+#[derive(Debug, Clone)]
+pub(crate) struct IdentityBuild {
+    pub(crate) service: portcullis_identity::IdentityConfig,
+    pub(crate) hash: portcullis_identity::password::HashParams,
+    pub(crate) hash_threads: usize,
+    pub(crate) hash_queue: usize,
 }
 
 /// Reads `file` (if any), the environment and the flags, and resolves them.
@@ -340,6 +420,12 @@ struct Presets {
     error_detail: &'static str,
     hide_docs: bool,
     waf_mode: WafMode,
+    password_min_length: usize,
+    password_min_strength: u8,
+    session_idle: &'static str,
+    session_absolute: &'static str,
+    require_verified_email: bool,
+    registration: RegistrationMode,
 }
 
 fn presets(profile: Profile) -> Presets {
@@ -350,6 +436,12 @@ fn presets(profile: Profile) -> Presets {
             error_detail: "detailed",
             hide_docs: false,
             waf_mode: WafMode::Detect,
+            password_min_length: 8,
+            password_min_strength: 1,
+            session_idle: "24h",
+            session_absolute: "720h",
+            require_verified_email: false,
+            registration: RegistrationMode::Open,
         },
         Profile::Staging => Presets {
             https_required: true,
@@ -357,6 +449,12 @@ fn presets(profile: Profile) -> Presets {
             error_detail: "generic",
             hide_docs: false,
             waf_mode: WafMode::Block,
+            password_min_length: 10,
+            password_min_strength: 2,
+            session_idle: "8h",
+            session_absolute: "168h",
+            require_verified_email: true,
+            registration: RegistrationMode::Off,
         },
         Profile::Production => Presets {
             https_required: true,
@@ -364,6 +462,12 @@ fn presets(profile: Profile) -> Presets {
             error_detail: "generic",
             hide_docs: true,
             waf_mode: WafMode::Block,
+            password_min_length: 12,
+            password_min_strength: 3,
+            session_idle: "30m",
+            session_absolute: "12h",
+            require_verified_email: true,
+            registration: RegistrationMode::Off,
         },
     }
 }
@@ -485,10 +589,15 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
     st.max_connections.get_or_insert(16);
     let storage_url = st.url.clone();
     let waf = resolve_waf(&mut raw.waf, &preset, profile)?;
+    let (identity_settings, identity) = resolve_identity(&mut raw.identity, &preset)?;
 
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (index, route) in raw.routes.iter_mut().enumerate() {
-        routes.push(resolve_route(index, route, error_detail)?);
+        let route = resolve_route(index, route, error_detail)?;
+        if route.auth != RouteAuth::None && identity.is_none() {
+            bail!("route {:?}: auth needs [identity] enabled", route.name);
+        }
+        routes.push(route);
     }
     let settings = Settings {
         listen,
@@ -506,6 +615,7 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         headers,
         waf,
         routes,
+        identity: identity_settings,
     };
     Ok(Config {
         profile,
@@ -515,7 +625,102 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         data_dir,
         storage_url,
         secret_key,
+        identity,
     })
+}
+
+fn resolve_identity(
+    i: &mut RawIdentity,
+    preset: &Presets,
+) -> anyhow::Result<(Option<IdentitySettings>, Option<IdentityBuild>)> {
+    use portcullis_identity::password::{HashParams, PasswordPolicy};
+    if !*i.enabled.get_or_insert(true) {
+        return Ok((None, None));
+    }
+    let prefix = i
+        .prefix
+        .get_or_insert_with(|| "/auth".into())
+        .trim_end_matches('/')
+        .to_owned();
+    if !prefix.starts_with('/') || prefix.len() < 2 {
+        bail!("identity.prefix must be a path like /auth");
+    }
+    let min_length = *i
+        .password_min_length
+        .get_or_insert(preset.password_min_length);
+    let max_length = *i.password_max_length.get_or_insert(128);
+    if !(8..=max_length).contains(&min_length) || max_length > 1024 {
+        bail!(
+            "identity.password_min_length must be at least 8 and at most password_max_length (at most 1024)"
+        );
+    }
+    let min_strength = *i
+        .password_min_strength
+        .get_or_insert(preset.password_min_strength);
+    if min_strength > 4 {
+        bail!("identity.password_min_strength is a zxcvbn score, 0 to 4");
+    }
+    let policy = PasswordPolicy {
+        min_length,
+        max_length,
+        min_strength,
+        composition: *i.password_composition.get_or_insert(false),
+        history: *i.password_history.get_or_insert(5),
+    };
+    let session_idle = duration(
+        "identity.session_idle_timeout",
+        i.session_idle_timeout
+            .get_or_insert(preset.session_idle.into()),
+    )?;
+    let session_absolute = duration(
+        "identity.session_absolute_timeout",
+        i.session_absolute_timeout
+            .get_or_insert(preset.session_absolute.into()),
+    )?;
+    let hash = HashParams {
+        memory_kib: *i
+            .hash_memory_kib
+            .get_or_insert(HashParams::OWASP.memory_kib),
+        iterations: *i
+            .hash_iterations
+            .get_or_insert(HashParams::OWASP.iterations),
+        parallelism: *i
+            .hash_parallelism
+            .get_or_insert(HashParams::OWASP.parallelism),
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let service = portcullis_identity::IdentityConfig {
+        registration: match i.registration.get_or_insert(preset.registration) {
+            RegistrationMode::Open => portcullis_identity::Registration::Open,
+            RegistrationMode::Invite => portcullis_identity::Registration::Invite,
+            RegistrationMode::Off => portcullis_identity::Registration::Off,
+        },
+        policy,
+        session_idle,
+        session_absolute,
+        max_sessions: *i.max_sessions.get_or_insert(10),
+        require_verified_email: *i
+            .require_verified_email
+            .get_or_insert(preset.require_verified_email),
+    };
+    let settings = IdentitySettings {
+        prefix,
+        cookie_name: "__Host-portcullis_session".into(),
+        cookie_max_age: session_absolute,
+        header_style: match i.header_style.get_or_insert(HeaderStyle::Portcullis) {
+            HeaderStyle::Portcullis => IdentityHeaderStyle::Portcullis,
+            HeaderStyle::Authelia => IdentityHeaderStyle::Authelia,
+        },
+        max_body_bytes: 16 * 1024,
+    };
+    let build = IdentityBuild {
+        service,
+        hash,
+        // Half the cores at most: a login flood must leave the proxy room to run.
+        hash_threads: *i.hash_threads.get_or_insert((cpus / 2).max(1)),
+        hash_queue: *i.hash_queue.get_or_insert(64),
+    };
+    Ok((Some(settings), Some(build)))
 }
 
 fn resolve_route(
@@ -596,6 +801,15 @@ fn resolve_route(
                 .map(|(index, raw)| exclusion(&format!("{at}: waf_exclusions[{index}]"), raw))
                 .collect::<anyhow::Result<_>>()?,
         },
+        auth: match route.auth.get_or_insert(AuthMode::None) {
+            AuthMode::None => RouteAuth::None,
+            AuthMode::Session => RouteAuth::Session,
+            AuthMode::Any => RouteAuth::Any,
+            AuthMode::Token | AuthMode::ApiKey => bail!(
+                "{at}: auth = \"token\" and \"api_key\" are not available yet; use \"session\" or \"any\""
+            ),
+        },
+        roles: route.roles.clone(),
     })
 }
 
@@ -766,6 +980,20 @@ impl Config {
         }
         if s.hidden_paths.is_empty() {
             problems.push("API docs are exposed: server.hide_docs is false".into());
+        }
+        if let Some(identity) = &self.identity {
+            let owasp = portcullis_identity::password::HashParams::OWASP;
+            if identity.hash.memory_kib < owasp.memory_kib
+                || identity.hash.iterations < owasp.iterations
+            {
+                problems.push(format!(
+                    "identity: Argon2id cost m={},t={} is below OWASP's m=19456,t=2",
+                    identity.hash.memory_kib, identity.hash.iterations
+                ));
+            }
+            if identity.service.policy.min_length < 12 {
+                problems.push("identity.password_min_length is below 12".into());
+            }
         }
         if self.storage_url.is_none()
             && self.effective.storage.allow_sqlite_in_production != Some(true)

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod user_cli;
 mod waf_cli;
 
 use std::io::Write as _;
@@ -75,6 +76,13 @@ enum Command {
     /// Explain the WAF's verdict on a payload, or measure it on a labelled corpus.
     #[command(subcommand)]
     Waf(WafCommand),
+    /// Manage accounts.
+    User {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        command: user_cli::UserCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +245,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => waf_cli::check(&payload, &location, paranoia),
         Command::Waf(WafCommand::Eval { file, paranoia }) => waf_cli::eval(&file, paranoia),
         Command::Waf(WafCommand::Rules) => waf_cli::rules(),
+        Command::User { config, command } => {
+            let config = config.load(Flags::default())?;
+            let store = open_store(&config).await?;
+            if config.storage_url.is_none() {
+                store.migrate().await?;
+            }
+            user_cli::run(&config, store, command).await
+        }
         Command::Audit(AuditCommand::Verify { config, json }) => {
             let store = open_store(&config.load(Flags::default())?).await?;
             let report = store.verify_audit().await?;
@@ -260,6 +276,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// The identity service over `store`, or `None` when `[identity]` is off.
+pub(crate) fn identity_service(
+    config: &Config,
+    store: Store,
+) -> anyhow::Result<Option<portcullis_identity::Identity>> {
+    let Some(build) = &config.identity else {
+        return Ok(None);
+    };
+    let hasher = portcullis_identity::password::PasswordHasher::new(
+        build.hash,
+        build.hash_threads,
+        build.hash_queue,
+    )
+    .context("identity.hash_*: invalid Argon2id parameters")?;
+    Ok(Some(portcullis_identity::Identity::new(
+        store,
+        hasher,
+        build.service.clone(),
+        Arc::new(SystemClock),
+    )))
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -314,8 +352,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let audit = AuditLog::start(store.clone());
     let events = EventSink::new(Some(audit), Arc::new(SystemClock));
     let profile = config.profile;
-    let running =
-        portcullis_gateway::start(config.settings, events.clone(), Some(store), metrics).await?;
+    let identity = identity_service(&config, store.clone())?;
+    let running = portcullis_gateway::start(
+        config.settings,
+        events.clone(),
+        Some(store),
+        metrics,
+        identity.map(portcullis_gateway::IdentityHandle::new),
+    )
+    .await?;
     let scheme = if running.tls { "https" } else { "http" };
     println!("portcullis {profile:?} profile");
     println!("listening on {scheme}://{}", running.public_addr);

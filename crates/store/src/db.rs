@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A stored row could not be read back.
     #[error("corrupt row: {0}")]
     CorruptRow(String),
+    /// A unique value (an e-mail address) is already taken.
+    #[error("already exists")]
+    Conflict,
 }
 
 /// Which database engine backs the store.
@@ -150,16 +153,30 @@ async fn configure_connection(
 }
 
 /// Versioned migrations, one folder per backend since the DDL differs; compiled into the binary.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "audit",
-    include_str!("../migrations/sqlite/0001_audit.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "audit",
-    include_str!("../migrations/postgres/0001_audit.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "audit",
+        include_str!("../migrations/sqlite/0001_audit.sql"),
+    ),
+    (
+        2,
+        "identity",
+        include_str!("../migrations/sqlite/0002_identity.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "audit",
+        include_str!("../migrations/postgres/0001_audit.sql"),
+    ),
+    (
+        2,
+        "identity",
+        include_str!("../migrations/postgres/0002_identity.sql"),
+    ),
+];
 
 fn migrator(backend: Backend) -> Migrator {
     let source = match backend {

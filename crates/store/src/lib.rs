@@ -1,5 +1,5 @@
 //! The durable store of Portcullis: SQLite (WAL, in the data dir) by default, PostgreSQL when
-//! several instances share state; versioned migrations; the hash-chained audit log.
+//! several instances share state; versioned migrations; accounts and sessions; the hash-chained audit log.
 //!
 //! All SQL lives in this crate and is static text with bind parameters (sqlx 0.9 refuses
 //! anything else without an explicit audit). Timeouts are set once per connection, when the pool
@@ -7,8 +7,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod accounts;
 mod audit;
 mod db;
+mod sessions;
 
+pub use accounts::AccountRow;
 pub use audit::{AuditLog, AuditRow, ChainBreak, VerifyReport};
 pub use db::{Backend, Store, StoreConfig, StoreError};
+pub use sessions::SessionRow;

@@ -11,6 +11,7 @@
 
 mod audit;
 mod config;
+mod identity;
 mod proxy;
 mod support;
 mod tls;

@@ -176,6 +176,25 @@ pub fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Reply {
     parse_reply(&bytes)
 }
 
+/// `method` `target` with a JSON body and extra header lines.
+pub fn send_json(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    json: &str,
+    headers: &[&str],
+) -> Reply {
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json\r\nContent-Length: {}",
+        json.len()
+    );
+    for line in headers {
+        head.push_str("\r\n");
+        head.push_str(line);
+    }
+    raw(addr, &head, json.as_bytes())
+}
+
 /// GET `target` with extra header lines.
 pub fn get(addr: SocketAddr, target: &str, headers: &[&str]) -> Reply {
     let mut head = format!("GET {target} HTTP/1.1\r\nHost: app.test");
@@ -337,13 +356,19 @@ async fn answer(
             .to_owned()
     };
     let summary = format!(
-        "{tag} path={} xff={} proto={} rid={} original={} expect={}",
+        "{tag} path={} xff={} proto={} rid={} original={} expect={} user={} email={} roles={} auth={} remote_user={} cookie={}",
         request.uri().path_and_query().map_or("", |pq| pq.as_str()),
         header("x-forwarded-for"),
         header("x-forwarded-proto"),
         header("x-request-id"),
         header("x-original-url"),
         header("expect"),
+        header("x-portcullis-user"),
+        header("x-portcullis-email"),
+        header("x-portcullis-roles"),
+        header("x-portcullis-auth"),
+        header("remote-user"),
+        header("cookie"),
     );
     if request.uri().path().contains("/json") {
         let items: Vec<String> = (0..200)

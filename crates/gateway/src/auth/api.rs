@@ -1,0 +1,504 @@
+//! The identity JSON API under `{prefix}/api/`: register, login, logout, me, sessions and
+//! password change. Every unsafe call must come from the gateway's own origin (login CSRF
+//! included); every answer is `no-store`.
+//!
+//! Failed logins all get one answer, whatever the reason, and take the same time (the service
+//! checks a dummy hash for unknown accounts). Registration answers an address that is taken
+//! exactly as a new one.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use portcullis_core::{EventKind, Reject, mask_pii};
+use portcullis_identity::{
+    Account, ClientInfo, FailureReason, IdentityError, LoginOutcome, Principal, user_agent_family,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::{IdentityHandle, cookie, csrf};
+use crate::body::Body;
+use crate::respond;
+use crate::settings::IdentitySettings;
+use crate::stack::{Gateway, Rejection, RequestContext};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    email: String,
+    password: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+impl Gateway {
+    /// Answers a request under the identity prefix; `rest` is the path after `{prefix}/`.
+    pub(crate) async fn identity_api(
+        &self,
+        request: Request<Incoming>,
+        rest: &str,
+        host: Option<&str>,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let (Some(handle), Some(settings)) = (&self.identity, &self.settings.identity) else {
+            return Err((Reject::NoRoute, String::new()));
+        };
+        let method = request.method().clone();
+        if csrf::is_unsafe(&method) && !csrf::same_origin(request.headers(), host, ctx.secure) {
+            return Err((
+                Reject::CsrfRejected,
+                "identity API call from another origin".into(),
+            ));
+        }
+        let token = cookie::read(request.headers(), &settings.cookie_name).map(str::to_owned);
+        let client = ClientInfo {
+            ip: Some(ctx.client.ip.to_string()),
+            user_agent: request
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(user_agent_family),
+        };
+        let timeout = self.settings.limits.request_timeout;
+        let max = settings.max_body_bytes;
+        match (method, rest) {
+            (Method::POST, "api/register") => {
+                let body: Registration = read_json(request, max, timeout).await?;
+                self.register(handle, body, ctx).await
+            }
+            (Method::POST, "api/login") => {
+                let body: Credentials = read_json(request, max, timeout).await?;
+                self.login(handle, settings, body, client, token, ctx).await
+            }
+            (Method::POST, "api/logout") => self.logout(handle, settings, token, ctx).await,
+            (Method::GET, "api/me") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "user": account_json(&principal.account) }),
+                ))
+            }
+            (Method::GET, "api/sessions") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                let account = principal.account.id.clone();
+                let sessions = handle
+                    .run(move |identity| async move { identity.sessions(&account).await })
+                    .await
+                    .map_err(service_failure)?;
+                let list: Vec<serde_json::Value> = sessions
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "id": s.id,
+                            "created_at": rfc3339(s.created_at),
+                            "last_seen_at": rfc3339(s.last_seen_at),
+                            "ip": s.client_ip,
+                            "user_agent": s.user_agent,
+                            "current": s.id == principal.session_id,
+                        })
+                    })
+                    .collect();
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "sessions": list }),
+                ))
+            }
+            (Method::DELETE, "api/sessions") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                let (account, keep) = (principal.account.id, principal.session_id);
+                let revoked = handle
+                    .run(move |identity| async move {
+                        identity.revoke_sessions(&account, Some(&keep)).await
+                    })
+                    .await
+                    .map_err(service_failure)?;
+                self.emit_details(
+                    EventKind::SessionRevoked,
+                    ctx,
+                    serde_json::json!({ "reason": "revoked_by_user", "count": revoked }),
+                )
+                .await;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "revoked": revoked }),
+                ))
+            }
+            (Method::DELETE, path) if path.starts_with("api/sessions/") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                let target = path.trim_start_matches("api/sessions/").to_owned();
+                let account = principal.account.id;
+                let outcome =
+                    handle
+                        .run(move |identity| async move {
+                            identity.revoke_session(&account, &target).await
+                        })
+                        .await;
+                match outcome {
+                    Ok(()) => {
+                        self.emit_details(
+                            EventKind::SessionRevoked,
+                            ctx,
+                            serde_json::json!({ "reason": "revoked_by_user", "count": 1 }),
+                        )
+                        .await;
+                        Ok(no_content())
+                    }
+                    Err(IdentityError::NotFound) => {
+                        Err((Reject::NoRoute, "no such session".into()))
+                    }
+                    Err(error) => Err(service_failure(error)),
+                }
+            }
+            (Method::POST, "api/password") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                let body: PasswordChange = read_json(request, max, timeout).await?;
+                self.change_password(handle, principal, body, ctx).await
+            }
+            _ => Err((Reject::NoRoute, String::new())),
+        }
+    }
+
+    /// The caller of an API call that needs a session.
+    async fn session_principal(
+        &self,
+        handle: &IdentityHandle,
+        token: Option<String>,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Principal, Rejection> {
+        let Some(token) = token else {
+            return Err((Reject::Unauthenticated, "no session cookie".into()));
+        };
+        let principal = handle
+            .run(move |identity| async move { identity.authenticate_session(&token).await })
+            .await
+            .map_err(service_failure)?
+            .ok_or_else(|| {
+                (
+                    Reject::Unauthenticated,
+                    "unknown or expired session".to_owned(),
+                )
+            })?;
+        ctx.user_id = Some(principal.account.id.clone());
+        Ok(principal)
+    }
+
+    async fn register(
+        &self,
+        handle: &IdentityHandle,
+        body: Registration,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let outcome = handle
+            .run(move |identity| async move {
+                identity
+                    .register(&body.email, &body.password, &body.display_name)
+                    .await
+            })
+            .await;
+        match outcome {
+            Ok(created) => {
+                if let Some(account) = &created {
+                    ctx.user_id = Some(account.id.clone());
+                    self.emit_details(
+                        EventKind::AccountCreated,
+                        ctx,
+                        serde_json::json!({ "via": "registration" }),
+                    )
+                    .await;
+                }
+                // The same answer whether the address was free or taken.
+                Ok(respond::json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({
+                        "status": "accepted",
+                        "message": "If this address can be registered, the account is ready; check your e-mail to verify it."
+                    }),
+                ))
+            }
+            Err(error) => self.identity_error(error, ctx),
+        }
+    }
+
+    async fn login(
+        &self,
+        handle: &IdentityHandle,
+        settings: &IdentitySettings,
+        body: Credentials,
+        client: ClientInfo,
+        previous: Option<String>,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let masked_email = mask_pii(&body.email);
+        let outcome = handle
+            .run(move |identity| async move {
+                let outcome = identity.login(&body.email, &body.password, &client).await?;
+                // Session fixation: whatever session the browser held before is ended, and
+                // the login always starts a new one.
+                if let (LoginOutcome::Success(_), Some(previous)) = (&outcome, previous) {
+                    identity.logout(&previous).await?;
+                }
+                Ok(outcome)
+            })
+            .await
+            .map_err(service_failure)?;
+        match outcome {
+            LoginOutcome::Success(logged_in) => {
+                ctx.user_id = Some(logged_in.account.id.clone());
+                self.emit_details(
+                    EventKind::LoginSuccess,
+                    ctx,
+                    serde_json::json!({ "session": logged_in.session_id, "rehashed": logged_in.rehashed }),
+                )
+                .await;
+                if logged_in.evicted > 0 {
+                    self.emit_details(
+                        EventKind::SessionRevoked,
+                        ctx,
+                        serde_json::json!({ "reason": "session_limit", "count": logged_in.evicted }),
+                    )
+                    .await;
+                }
+                let mut response = respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "user": account_json(&logged_in.account) }),
+                );
+                if let Some(cookie) = cookie::set(
+                    &settings.cookie_name,
+                    &logged_in.token,
+                    settings.cookie_max_age,
+                ) {
+                    response.headers_mut().insert(header::SET_COOKIE, cookie);
+                }
+                Ok(response)
+            }
+            LoginOutcome::Failure { reason, account_id } => {
+                ctx.user_id = account_id;
+                self.emit_details(
+                    EventKind::LoginFailure,
+                    ctx,
+                    serde_json::json!({ "reason": reason.as_str(), "email": masked_email }),
+                )
+                .await;
+                ctx.event_recorded = true;
+                // Only someone who knows the password learns more than "wrong credentials".
+                match reason {
+                    FailureReason::Unverified => Ok(respond::api_error(
+                        StatusCode::FORBIDDEN,
+                        "email_unverified",
+                        "Verify your e-mail address before logging in",
+                        &ctx.id,
+                        None,
+                    )),
+                    FailureReason::Inactive(_) => Ok(respond::api_error(
+                        StatusCode::FORBIDDEN,
+                        "account_inactive",
+                        "This account is locked or disabled",
+                        &ctx.id,
+                        None,
+                    )),
+                    FailureReason::UnknownAccount
+                    | FailureReason::WrongPassword
+                    | FailureReason::MalformedEmail => {
+                        Err((Reject::InvalidCredentials, reason.as_str().to_owned()))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn logout(
+        &self,
+        handle: &IdentityHandle,
+        settings: &IdentitySettings,
+        token: Option<String>,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        if let Some(token) = token {
+            let ended = handle
+                .run(move |identity| async move { identity.logout(&token).await })
+                .await
+                .map_err(service_failure)?;
+            if let Some(principal) = ended {
+                ctx.user_id = Some(principal.account.id);
+                self.emit_details(
+                    EventKind::SessionRevoked,
+                    ctx,
+                    serde_json::json!({ "reason": "logout", "count": 1 }),
+                )
+                .await;
+            }
+        }
+        let mut response = no_content();
+        if let Some(cookie) = cookie::clear(&settings.cookie_name) {
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+        }
+        Ok(response)
+    }
+
+    async fn change_password(
+        &self,
+        handle: &IdentityHandle,
+        principal: Principal,
+        body: PasswordChange,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let (account, keep) = (principal.account.id, principal.session_id);
+        let outcome = handle
+            .run(move |identity| async move {
+                identity
+                    .change_password(
+                        &account,
+                        &body.current_password,
+                        &body.new_password,
+                        Some(&keep),
+                    )
+                    .await
+            })
+            .await;
+        match outcome {
+            Ok(()) => {
+                self.emit_details(
+                    EventKind::PasswordChanged,
+                    ctx,
+                    serde_json::json!({ "via": "self_service", "other_sessions": "revoked" }),
+                )
+                .await;
+                Ok(no_content())
+            }
+            Err(error) => self.identity_error(error, ctx),
+        }
+    }
+
+    /// API answers for service errors that are the caller's to fix.
+    fn identity_error(
+        &self,
+        error: IdentityError,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let (status, code, message, extra) = match error {
+            IdentityError::Policy(violations) => {
+                let failures = serde_json::to_value(&violations.failures).unwrap_or_default();
+                (
+                    StatusCode::BAD_REQUEST,
+                    "password_policy",
+                    violations.message,
+                    Some(("failures", failures)),
+                )
+            }
+            IdentityError::Email(error) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_email",
+                error.to_string(),
+                None,
+            ),
+            IdentityError::RegistrationClosed => (
+                StatusCode::FORBIDDEN,
+                "registration_closed",
+                "Registration is closed".to_owned(),
+                None,
+            ),
+            IdentityError::WrongPassword => (
+                StatusCode::FORBIDDEN,
+                "wrong_password",
+                "The current password is wrong".to_owned(),
+                None,
+            ),
+            other => return Err(service_failure(other)),
+        };
+        Ok(respond::api_error(status, code, &message, &ctx.id, extra))
+    }
+}
+
+/// A service failure the caller cannot fix: busy, or the store is down (fail closed).
+pub(crate) fn service_failure(error: IdentityError) -> Rejection {
+    match error {
+        IdentityError::Hash(portcullis_identity::password::HashError::Busy) => {
+            (Reject::Busy, error.to_string())
+        }
+        other => (Reject::Unavailable, other.to_string()),
+    }
+}
+
+/// Reads a JSON body of at most `max` bytes within `timeout`.
+async fn read_json<T: DeserializeOwned>(
+    request: Request<Incoming>,
+    max: usize,
+    timeout: Duration,
+) -> Result<T, Rejection> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !is_json {
+        return Err((
+            Reject::BadRequest,
+            "identity API bodies are application/json".into(),
+        ));
+    }
+    let collected = tokio::time::timeout(timeout, Limited::new(request.into_body(), max).collect())
+        .await
+        .map_err(|_| {
+            (
+                Reject::RequestTimeout,
+                "body not received in time".to_owned(),
+            )
+        })?
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                (
+                    Reject::BodyTooLarge,
+                    format!("identity API body over {max} bytes"),
+                )
+            } else {
+                (Reject::BadRequest, "body could not be read".to_owned())
+            }
+        })?;
+    serde_json::from_slice(&collected.to_bytes()).map_err(|e| {
+        (
+            Reject::BadRequest,
+            format!("body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+fn account_json(account: &Account) -> serde_json::Value {
+    serde_json::to_value(account).unwrap_or_default()
+}
+
+fn rfc3339(unix_ms: i64) -> Option<String> {
+    let time =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000).ok()?;
+    time.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(crate::body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

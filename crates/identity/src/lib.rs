@@ -1,0 +1,19 @@
+//! Identity of Portcullis: accounts, passwords (Argon2id with OWASP's parameters, import of
+//! bcrypt, Argon2 and PBKDF2 hashes with rehash at login, an NIST 800-63B policy), and
+//! server-side sessions.
+//!
+//! The service decides and the store persists; HTTP, cookies and security events are the
+//! gateway's. Every secret the service hands out (a session token) is stored only as a hash.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod email;
+pub mod password;
+mod service;
+pub mod token;
+
+pub use email::{Email, EmailError};
+pub use service::{
+    Account, AccountStatus, ClientInfo, FailureReason, Identity, IdentityConfig, IdentityError,
+    LoggedIn, LoginOutcome, NewAccount, Principal, Registration, user_agent_family,
+};

@@ -1,0 +1,712 @@
+//! The identity service: registration, login, sessions and account administration, over the
+//! store and the password hasher. It decides; the gateway speaks HTTP and records the events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::Clock;
+use portcullis_store::{AccountRow, SessionRow, Store, StoreError};
+
+use crate::email::{Email, EmailError};
+use crate::password::{
+    HashError, PasswordHasher, PasswordPolicy, PolicyFailure, PolicyViolations, Verified,
+};
+use crate::token::{random_id, random_token, token_hash};
+
+/// Who may create an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone, through the API.
+    Open,
+    /// Only with an invitation (operators add accounts meanwhile).
+    Invite,
+    /// Nobody through the API; operators add accounts with `portcullis user add`.
+    Off,
+}
+
+/// How the service behaves.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Who may register.
+    pub registration: Registration,
+    /// Rules for new passwords.
+    pub policy: PasswordPolicy,
+    /// A session unused this long ends.
+    pub session_idle: Duration,
+    /// A session ends this long after login, used or not.
+    pub session_absolute: Duration,
+    /// Most sessions per account; a new login evicts the oldest beyond it.
+    pub max_sessions: u32,
+    /// Refuse logins until the e-mail address is verified.
+    pub require_verified_email: bool,
+}
+
+/// An account's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    /// May log in.
+    Active,
+    /// Locked by an operator; unlockable.
+    Locked,
+    /// Switched off.
+    Disabled,
+}
+
+impl AccountStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Locked => "locked",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "active" => Self::Active,
+            "locked" => Self::Locked,
+            // Anything unknown is treated as the most restrictive state.
+            _ => Self::Disabled,
+        }
+    }
+}
+
+/// An account, as the rest of Portcullis sees it (never its password hash); serializes as the
+/// API and the CLI show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    /// Random id.
+    pub id: String,
+    /// Normalized e-mail address.
+    pub email: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Active, locked or disabled.
+    pub status: AccountStatus,
+    /// Whether the e-mail address is verified.
+    pub email_verified: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+impl From<&AccountRow> for Account {
+    fn from(row: &AccountRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            email: row.email.clone(),
+            display_name: row.display_name.clone(),
+            roles: row.roles.clone(),
+            status: AccountStatus::parse(&row.status),
+            email_verified: row.email_verified,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The account.
+    pub account: Account,
+    /// The session the request carried.
+    pub session_id: String,
+}
+
+/// Who is logging in, from where.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Client address, as the gateway resolved it.
+    pub ip: Option<String>,
+    /// Browser family and OS, e.g. "Firefox on Linux".
+    pub user_agent: Option<String>,
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    /// Who.
+    pub account: Account,
+    /// The new session's bearer token (goes into the cookie; never stored).
+    pub token: String,
+    /// The new session's public id.
+    pub session_id: String,
+    /// Older sessions evicted by the session limit.
+    pub evicted: u64,
+    /// The stored hash was upgraded to the current algorithm or cost.
+    pub rehashed: bool,
+}
+
+/// Why a login failed. Internal: every reason but the last two gets the same public answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// No account has this address.
+    UnknownAccount,
+    /// The password is wrong (or the account has none).
+    WrongPassword,
+    /// The address is not a valid e-mail address.
+    MalformedEmail,
+    /// Right password, but the account is locked or disabled.
+    Inactive(AccountStatus),
+    /// Right password, but the e-mail address is not verified yet.
+    Unverified,
+}
+
+impl FailureReason {
+    /// The stable name, for events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownAccount => "unknown_account",
+            Self::WrongPassword => "wrong_password",
+            Self::MalformedEmail => "malformed_email",
+            Self::Inactive(AccountStatus::Locked) => "account_locked",
+            Self::Inactive(_) => "account_disabled",
+            Self::Unverified => "email_unverified",
+        }
+    }
+}
+
+/// The result of a login attempt.
+#[derive(Debug, Clone)]
+pub enum LoginOutcome {
+    /// A new session.
+    Success(Box<LoggedIn>),
+    /// No session, and why.
+    Failure {
+        /// Why (internal).
+        reason: FailureReason,
+        /// The account, when the address named one.
+        account_id: Option<String>,
+    },
+}
+
+/// Failures of the identity service.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed or is saturated.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The e-mail address is not acceptable.
+    #[error(transparent)]
+    Email(#[from] EmailError),
+    /// The password breaks the policy.
+    #[error("{}", .0.message)]
+    Policy(PolicyViolations),
+    /// Registration through the API is closed.
+    #[error("registration is closed")]
+    RegistrationClosed,
+    /// No such account or session.
+    #[error("not found")]
+    NotFound,
+    /// A role name holds characters other than letters, digits, `_`, `-`, `:` and `.`.
+    #[error("invalid role name {0:?}")]
+    InvalidRole(String),
+    /// The current password given for a change is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// An account with this e-mail address exists (operator commands only; the API never
+    /// says so).
+    #[error("an account with this e-mail address exists")]
+    Exists,
+    /// The service's task failed (a panic in a dependency).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A new account, as an operator or a registration describes it.
+#[derive(Debug, Clone)]
+pub struct NewAccount<'a> {
+    /// E-mail address, as typed.
+    pub email: &'a str,
+    /// Name; the e-mail's local part when empty.
+    pub display_name: &'a str,
+    /// Password, checked against the policy; `None` for an account that sets it later.
+    pub password: Option<&'a str>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Whether the address is already verified.
+    pub email_verified: bool,
+}
+
+/// The identity service; cheap to clone.
+#[derive(Clone)]
+pub struct Identity {
+    store: Store,
+    hasher: PasswordHasher,
+    config: Arc<IdentityConfig>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Session activity is written at most this often, so reads do not each cost a write.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+impl Identity {
+    /// The service over `store`.
+    pub fn new(
+        store: Store,
+        hasher: PasswordHasher,
+        config: IdentityConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            config: Arc::new(config),
+            clock,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IdentityConfig {
+        &self.config
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+
+    /// Creates an account, checking the address, the roles and the password policy.
+    pub async fn create_account(&self, new: NewAccount<'_>) -> Result<Account, IdentityError> {
+        let email = Email::parse(new.email)?;
+        let display_name = match new.display_name.trim() {
+            "" => email.local_part().to_owned(),
+            name => name.chars().take(100).collect(),
+        };
+        for role in &new.roles {
+            check_role(role)?;
+        }
+        let password_hash = match new.password {
+            Some(password) => {
+                let failures = self
+                    .config
+                    .policy
+                    .check(password, email.as_str(), &display_name);
+                if let Some(violations) = PolicyViolations::of(failures) {
+                    return Err(IdentityError::Policy(violations));
+                }
+                Some(self.hasher.hash(password).await?)
+            }
+            None => None,
+        };
+        let now = self.now_ms();
+        let row = AccountRow {
+            id: random_id(),
+            email: email.as_str().to_owned(),
+            display_name,
+            roles: new.roles,
+            status: AccountStatus::Active.as_str().to_owned(),
+            email_verified: new.email_verified,
+            password_hash,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.insert_account(&row).await {
+            Ok(()) => Ok(Account::from(&row)),
+            Err(StoreError::Conflict) => Err(IdentityError::Exists),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Self-service registration. An address that is already taken gets the same answer as a
+    /// new one (`Ok(None)` here), after the same work, so registration does not reveal who has
+    /// an account.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<Option<Account>, IdentityError> {
+        if self.config.registration != Registration::Open {
+            return Err(IdentityError::RegistrationClosed);
+        }
+        let new = NewAccount {
+            email,
+            display_name,
+            password: Some(password),
+            roles: vec!["user".to_owned()],
+            email_verified: false,
+        };
+        match self.create_account(new).await {
+            Ok(account) => Ok(Some(account)),
+            Err(IdentityError::Exists) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Checks a password and, when it is right and the account may log in, opens a session.
+    /// An unknown address costs one dummy hash check, as a wrong password costs one real one.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<LoginOutcome, IdentityError> {
+        let row = match Email::parse(email) {
+            Ok(email) => self.store.account_by_email(email.as_str()).await?,
+            Err(_) => None,
+        };
+        let stored = row.as_ref().and_then(|r| r.password_hash.as_deref());
+        let verified = self.hasher.verify(password, stored).await?;
+        let Some(row) = row else {
+            let reason = if Email::parse(email).is_ok() {
+                FailureReason::UnknownAccount
+            } else {
+                FailureReason::MalformedEmail
+            };
+            return Ok(LoginOutcome::Failure {
+                reason,
+                account_id: None,
+            });
+        };
+        let failure = |reason| LoginOutcome::Failure {
+            reason,
+            account_id: Some(row.id.clone()),
+        };
+        let Verified::Yes { rehash } = verified else {
+            return Ok(failure(FailureReason::WrongPassword));
+        };
+        let account = Account::from(&row);
+        if account.status != AccountStatus::Active {
+            return Ok(failure(FailureReason::Inactive(account.status)));
+        }
+        if self.config.require_verified_email && !account.email_verified {
+            return Ok(failure(FailureReason::Unverified));
+        }
+        if rehash {
+            let hash = self.hasher.hash(password).await?;
+            self.store
+                .set_password_hash(&account.id, &hash, false, 0, self.now_ms())
+                .await?;
+        }
+        let (token, session_id, evicted) = self.open_session(&account.id, client).await?;
+        Ok(LoginOutcome::Success(Box::new(LoggedIn {
+            account,
+            token,
+            session_id,
+            evicted,
+            rehashed: rehash,
+        })))
+    }
+
+    /// A new session for `account_id`; returns its token, its id and how many were evicted.
+    async fn open_session(
+        &self,
+        account_id: &str,
+        client: &ClientInfo,
+    ) -> Result<(String, String, u64), IdentityError> {
+        let now = self.now_ms();
+        let token = random_token();
+        let row = SessionRow {
+            id: random_id(),
+            token_hash: token_hash(&token),
+            account_id: account_id.to_owned(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.saturating_add(millis(self.config.session_absolute)),
+            client_ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+        };
+        let evicted = self
+            .store
+            .insert_session(&row, i64::from(self.config.max_sessions.max(1)))
+            .await?;
+        Ok((token, row.id, evicted))
+    }
+
+    /// The caller a session token belongs to, if the session is live and its account active.
+    pub async fn authenticate_session(
+        &self,
+        token: &str,
+    ) -> Result<Option<Principal>, IdentityError> {
+        if token.len() != 43 {
+            return Ok(None);
+        }
+        let Some(session) = self.store.session_by_token_hash(&token_hash(token)).await? else {
+            return Ok(None);
+        };
+        let now = self.now_ms();
+        let idle_limit = session
+            .last_seen_at
+            .saturating_add(millis(self.config.session_idle));
+        if now >= session.expires_at || now >= idle_limit {
+            self.store
+                .delete_session(&session.account_id, &session.id)
+                .await?;
+            return Ok(None);
+        }
+        let Some(row) = self.store.account_by_id(&session.account_id).await? else {
+            return Ok(None);
+        };
+        let account = Account::from(&row);
+        if account.status != AccountStatus::Active {
+            return Ok(None);
+        }
+        if now - session.last_seen_at >= TOUCH_EVERY_MS {
+            self.store.touch_session(&session.id, now).await?;
+        }
+        Ok(Some(Principal {
+            account,
+            session_id: session.id,
+        }))
+    }
+
+    /// Ends the session `token` names; returns its principal if there was one.
+    pub async fn logout(&self, token: &str) -> Result<Option<Principal>, IdentityError> {
+        let principal = self.authenticate_session(token).await?;
+        if let Some(principal) = &principal {
+            self.store
+                .delete_session(&principal.account.id, &principal.session_id)
+                .await?;
+        }
+        Ok(principal)
+    }
+
+    /// The account's sessions, newest first.
+    pub async fn sessions(&self, account_id: &str) -> Result<Vec<SessionRow>, IdentityError> {
+        Ok(self.store.account_sessions(account_id).await?)
+    }
+
+    /// Revokes one session of the account.
+    pub async fn revoke_session(
+        &self,
+        account_id: &str,
+        session_id: &str,
+    ) -> Result<(), IdentityError> {
+        if self.store.delete_session(account_id, session_id).await? {
+            Ok(())
+        } else {
+            Err(IdentityError::NotFound)
+        }
+    }
+
+    /// Revokes every session of the account but `keep`; returns how many.
+    pub async fn revoke_sessions(
+        &self,
+        account_id: &str,
+        keep: Option<&str>,
+    ) -> Result<u64, IdentityError> {
+        Ok(self.store.delete_account_sessions(account_id, keep).await?)
+    }
+
+    /// Changes a password after checking the current one; other sessions end. The new one must
+    /// meet the policy and differ from the last `policy.history` passwords.
+    pub async fn change_password(
+        &self,
+        account_id: &str,
+        current: &str,
+        new: &str,
+        keep_session: Option<&str>,
+    ) -> Result<(), IdentityError> {
+        let row = self
+            .store
+            .account_by_id(account_id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        if self
+            .hasher
+            .verify(current, row.password_hash.as_deref())
+            .await?
+            == Verified::No
+        {
+            return Err(IdentityError::WrongPassword);
+        }
+        self.set_password(&row, new).await?;
+        self.store
+            .delete_account_sessions(account_id, keep_session)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a password chosen by an operator or a reset, with the policy and history checks.
+    pub async fn set_password(&self, row: &AccountRow, new: &str) -> Result<(), IdentityError> {
+        let mut failures = self.config.policy.check(new, &row.email, &row.display_name);
+        let history = self.config.policy.history;
+        if history > 0
+            && !failures
+                .iter()
+                .any(|f| matches!(f, PolicyFailure::TooLong { .. }))
+        {
+            let mut previous = self.store.password_history(&row.id).await?;
+            previous.truncate(history.saturating_sub(1));
+            previous.extend(row.password_hash.clone());
+            for old in &previous {
+                if let Verified::Yes { .. } = self.hasher.verify(new, Some(old)).await? {
+                    failures.push(PolicyFailure::Reused { count: history });
+                    break;
+                }
+            }
+        }
+        if let Some(violations) = PolicyViolations::of(failures) {
+            return Err(IdentityError::Policy(violations));
+        }
+        let hash = self.hasher.hash(new).await?;
+        let keep = i64::try_from(history.saturating_sub(1)).unwrap_or(i64::MAX);
+        self.store
+            .set_password_hash(&row.id, &hash, true, keep, self.now_ms())
+            .await?;
+        Ok(())
+    }
+
+    /// The account with this e-mail address or id.
+    pub async fn find_account(
+        &self,
+        email_or_id: &str,
+    ) -> Result<Option<AccountRow>, IdentityError> {
+        if let Ok(email) = Email::parse(email_or_id) {
+            return Ok(self.store.account_by_email(email.as_str()).await?);
+        }
+        Ok(self.store.account_by_id(email_or_id).await?)
+    }
+
+    /// Accounts, ordered by e-mail address.
+    pub async fn list_accounts(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Account>, IdentityError> {
+        let rows = self.store.list_accounts(limit, offset).await?;
+        Ok(rows.iter().map(Account::from).collect())
+    }
+
+    /// Sets the status; locking or disabling ends every session at once.
+    pub async fn set_status(
+        &self,
+        account_id: &str,
+        status: AccountStatus,
+    ) -> Result<(), IdentityError> {
+        if !self
+            .store
+            .set_account_status(account_id, status.as_str(), self.now_ms())
+            .await?
+        {
+            return Err(IdentityError::NotFound);
+        }
+        if status != AccountStatus::Active {
+            self.store.delete_account_sessions(account_id, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the roles; sessions end, so the next login carries the new privileges.
+    pub async fn set_roles(
+        &self,
+        account_id: &str,
+        roles: Vec<String>,
+    ) -> Result<(), IdentityError> {
+        for role in &roles {
+            check_role(role)?;
+        }
+        if !self
+            .store
+            .set_account_roles(account_id, &roles, self.now_ms())
+            .await?
+        {
+            return Err(IdentityError::NotFound);
+        }
+        self.store.delete_account_sessions(account_id, None).await?;
+        Ok(())
+    }
+
+    /// Marks an address verified.
+    pub async fn mark_email_verified(&self, account_id: &str) -> Result<(), IdentityError> {
+        if self
+            .store
+            .set_email_verified(account_id, self.now_ms())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(IdentityError::NotFound)
+        }
+    }
+
+    /// How many active accounts hold the admin role.
+    pub async fn admin_count(&self) -> Result<i64, IdentityError> {
+        Ok(self.store.count_active_with_role("admin").await?)
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn check_role(role: &str) -> Result<(), IdentityError> {
+    let ok = !role.is_empty()
+        && role.len() <= 64
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::InvalidRole(role.to_owned()))
+    }
+}
+
+/// "Firefox on Linux" from a `User-Agent`, for the session list: enough for a person to know
+/// their own devices, and nothing that fingerprints them.
+pub fn user_agent_family(user_agent: &str) -> String {
+    let browser = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .into_iter()
+    .find(|(marker, _)| user_agent.contains(marker))
+    .map_or("Other", |(_, name)| name);
+    let os = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ]
+    .into_iter()
+    .find(|(marker, _)| user_agent.contains(marker))
+    .map(|(_, name)| name);
+    match os {
+        Some(os) => format!("{browser} on {os}"),
+        None => browser.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_agents_fold_to_a_family() {
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0";
+        assert_eq!(user_agent_family(firefox), "Firefox on Linux");
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36";
+        assert_eq!(user_agent_family(chrome), "Chrome on Windows");
+        assert_eq!(user_agent_family("curl/8.5.0"), "curl");
+    }
+
+    #[test]
+    fn role_names_are_checked() {
+        assert!(check_role("admin").is_ok());
+        assert!(check_role("billing:read").is_ok());
+        assert!(check_role("").is_err());
+        assert!(check_role("a b").is_err());
+        assert!(check_role("x,y").is_err());
+    }
+}
