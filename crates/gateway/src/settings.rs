@@ -53,6 +53,10 @@ pub struct IdentitySettings {
     pub cookie_name: String,
     /// `Max-Age` of the session cookie (the absolute session timeout).
     pub cookie_max_age: Duration,
+    /// Device cookie name: marks a browser that logged in to an account before.
+    pub device_cookie_name: String,
+    /// `Max-Age` of the device cookie.
+    pub device_cookie_max_age: Duration,
     /// Which names the identity headers to the upstream carry.
     pub header_style: IdentityHeaderStyle,
     /// Largest accepted body of an identity API request.

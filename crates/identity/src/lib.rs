@@ -1,6 +1,6 @@
 //! Identity of Portcullis: accounts, passwords (Argon2id with OWASP's parameters, import of
 //! bcrypt, Argon2 and PBKDF2 hashes with rehash at login, an NIST 800-63B policy), and
-//! server-side sessions.
+//! server-side sessions, and brute-force defence that cannot lock an owner out ([`throttle`]).
 //!
 //! The service decides and the store persists; HTTP, cookies and security events are the
 //! gateway's. Every secret the service hands out (a session token) is stored only as a hash.
@@ -10,6 +10,7 @@
 pub mod email;
 pub mod password;
 mod service;
+pub mod throttle;
 pub mod token;
 
 pub use email::{Email, EmailError};

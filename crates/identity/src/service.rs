@@ -1,6 +1,7 @@
 //! The identity service: registration, login, sessions and account administration, over the
 //! store and the password hasher. It decides; the gateway speaks HTTP and records the events.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::email::{Email, EmailError};
 use crate::password::{
     HashError, PasswordHasher, PasswordPolicy, PolicyFailure, PolicyViolations, Verified,
 };
+use crate::throttle::{Gate, Throttle};
 use crate::token::{random_id, random_token, token_hash};
 
 /// Who may create an account.
@@ -117,10 +119,12 @@ pub struct Principal {
 }
 
 /// Who is logging in, from where.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     /// Client address, as the gateway resolved it.
-    pub ip: Option<String>,
+    pub ip: IpAddr,
+    /// The device cookie the browser sent, if any.
+    pub device: Option<String>,
     /// Browser family and OS, e.g. "Firefox on Linux".
     pub user_agent: Option<String>,
 }
@@ -138,6 +142,8 @@ pub struct LoggedIn {
     pub evicted: u64,
     /// The stored hash was upgraded to the current algorithm or cost.
     pub rehashed: bool,
+    /// A fresh device cookie binding this browser to the account (when throttling is on).
+    pub device_cookie: Option<String>,
 }
 
 /// Why a login failed. Internal: every reason but the last two gets the same public answer.
@@ -181,6 +187,17 @@ pub enum LoginOutcome {
         /// The account, when the address named one.
         account_id: Option<String>,
     },
+    /// Refused before the password was checked: too many attempts from this address.
+    Throttled {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Refused before the password was checked: the account is under attack from many
+    /// addresses, and this browser must prove control of the mailbox first.
+    ProofRequired {
+        /// The account, when the address named one (to send it an unlock link).
+        account_id: Option<String>,
+    },
 }
 
 /// Failures of the identity service.
@@ -217,6 +234,9 @@ pub enum IdentityError {
     /// The service's task failed (a panic in a dependency).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The shared state (failure counters) failed: logins fail closed.
+    #[error(transparent)]
+    State(#[from] portcullis_state::StateError),
 }
 
 /// A new account, as an operator or a registration describes it.
@@ -241,6 +261,7 @@ pub struct Identity {
     hasher: PasswordHasher,
     config: Arc<IdentityConfig>,
     clock: Arc<dyn Clock>,
+    throttle: Option<Throttle>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -267,7 +288,19 @@ impl Identity {
             hasher,
             config: Arc::new(config),
             clock,
+            throttle: None,
         }
+    }
+
+    /// Adds the brute-force defence to logins.
+    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    /// The brute-force defence, when on.
+    pub fn throttle(&self) -> Option<&Throttle> {
+        self.throttle.as_ref()
     }
 
     /// The configuration.
@@ -355,14 +388,60 @@ impl Identity {
         password: &str,
         client: &ClientInfo,
     ) -> Result<LoginOutcome, IdentityError> {
-        let row = match Email::parse(email) {
-            Ok(email) => self.store.account_by_email(email.as_str()).await?,
-            Err(_) => None,
+        let parsed = Email::parse(email);
+        // Throttling keys on the normal form, or on the text as typed when it is no address.
+        let key: String = match &parsed {
+            Ok(email) => email.as_str().to_owned(),
+            Err(_) => email.trim().to_lowercase().chars().take(254).collect(),
+        };
+        let settle = match &self.throttle {
+            Some(throttle) => {
+                let now = self.clock.now().unix_timestamp();
+                match throttle
+                    .admit(&key, client.ip, client.device.as_deref(), now)
+                    .await?
+                {
+                    Gate::Open(keys) => Some((throttle, keys)),
+                    Gate::Throttled(retry_after) => {
+                        return Ok(LoginOutcome::Throttled { retry_after });
+                    }
+                    Gate::ProofRequired => {
+                        let account_id = match &parsed {
+                            Ok(email) => self
+                                .store
+                                .account_by_email(email.as_str())
+                                .await?
+                                .map(|r| r.id),
+                            Err(_) => None,
+                        };
+                        return Ok(LoginOutcome::ProofRequired { account_id });
+                    }
+                }
+            }
+            None => None,
+        };
+        let outcome = self.check_password(parsed.ok(), password, client).await?;
+        if let Some((throttle, keys)) = settle {
+            let success = matches!(outcome, LoginOutcome::Success(_));
+            throttle.settle(&keys, success).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn check_password(
+        &self,
+        email: Option<Email>,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<LoginOutcome, IdentityError> {
+        let row = match &email {
+            Some(email) => self.store.account_by_email(email.as_str()).await?,
+            None => None,
         };
         let stored = row.as_ref().and_then(|r| r.password_hash.as_deref());
         let verified = self.hasher.verify(password, stored).await?;
         let Some(row) = row else {
-            let reason = if Email::parse(email).is_ok() {
+            let reason = if email.is_some() {
                 FailureReason::UnknownAccount
             } else {
                 FailureReason::MalformedEmail
@@ -393,12 +472,17 @@ impl Identity {
                 .await?;
         }
         let (token, session_id, evicted) = self.open_session(&account.id, client).await?;
+        let device_cookie = self
+            .throttle
+            .as_ref()
+            .map(|t| t.device_cookie(&account.email, self.clock.now().unix_timestamp()));
         Ok(LoginOutcome::Success(Box::new(LoggedIn {
             account,
             token,
             session_id,
             evicted,
             rehashed: rehash,
+            device_cookie,
         })))
     }
 
@@ -417,7 +501,7 @@ impl Identity {
             created_at: now,
             last_seen_at: now,
             expires_at: now.saturating_add(millis(self.config.session_absolute)),
-            client_ip: client.ip.clone(),
+            client_ip: Some(client.ip.to_string()),
             user_agent: client.user_agent.clone(),
         };
         let evicted = self

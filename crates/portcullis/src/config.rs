@@ -57,6 +57,7 @@ pub(crate) struct RawConfig {
     pub(crate) storage: RawStorage,
     pub(crate) waf: RawWaf,
     pub(crate) identity: RawIdentity,
+    pub(crate) state: RawState,
     #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub(crate) routes: Vec<RawRoute>,
 }
@@ -165,6 +166,18 @@ pub(crate) struct RawWaf {
     pub(crate) exclusions: Vec<RawExclusion>,
 }
 
+/// `[state]`: where counters that decide security questions live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawState {
+    /// `redis://host:6379`; the default keeps state in this process.
+    pub(crate) url: Option<String>,
+    /// Prefix of every Redis key.
+    pub(crate) key_prefix: Option<String>,
+    /// Most keys held in process.
+    pub(crate) max_local_keys: Option<usize>,
+}
+
 /// `[identity]`: accounts, passwords and sessions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -199,6 +212,16 @@ pub(crate) struct RawIdentity {
     pub(crate) hash_threads: Option<usize>,
     /// Hashes waiting beyond those before logins get 503.
     pub(crate) hash_queue: Option<usize>,
+    /// Login attempts per (account, address) before doubling waits.
+    pub(crate) login_free_attempts: Option<u64>,
+    /// Login attempts per address, across accounts, before doubling waits.
+    pub(crate) login_ip_free_attempts: Option<u64>,
+    /// Failed logins per account, across addresses, before logins need an extra proof.
+    pub(crate) login_account_free_attempts: Option<u64>,
+    /// Longest wait a throttled pair or address is given.
+    pub(crate) login_max_wait: Option<String>,
+    /// Counters are forgotten this long after the last attempt.
+    pub(crate) login_window: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +342,7 @@ pub(crate) struct IdentityBuild {
     pub(crate) hash: portcullis_identity::password::HashParams,
     pub(crate) hash_threads: usize,
     pub(crate) hash_queue: usize,
+    pub(crate) throttle: portcullis_identity::throttle::ThrottleConfig,
 }
 
 /// Reads `file` (if any), the environment and the flags, and resolves them.
@@ -588,6 +612,9 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
     st.acquire_timeout.get_or_insert("5s".into());
     st.max_connections.get_or_insert(16);
     let storage_url = st.url.clone();
+    let state = &mut raw.state;
+    state.key_prefix.get_or_insert_with(|| "portcullis:".into());
+    state.max_local_keys.get_or_insert(1_000_000);
     let waf = resolve_waf(&mut raw.waf, &preset, profile)?;
     let (identity_settings, identity) = resolve_identity(&mut raw.identity, &preset)?;
 
@@ -707,13 +734,42 @@ fn resolve_identity(
         prefix,
         cookie_name: "__Host-portcullis_session".into(),
         cookie_max_age: session_absolute,
+        device_cookie_name: "__Host-portcullis_device".into(),
+        device_cookie_max_age: Duration::from_secs(90 * 24 * 3600),
         header_style: match i.header_style.get_or_insert(HeaderStyle::Portcullis) {
             HeaderStyle::Portcullis => IdentityHeaderStyle::Portcullis,
             HeaderStyle::Authelia => IdentityHeaderStyle::Authelia,
         },
         max_body_bytes: 16 * 1024,
     };
+    let max_wait = duration(
+        "identity.login_max_wait",
+        i.login_max_wait.get_or_insert("15m".into()),
+    )?;
+    let window = duration(
+        "identity.login_window",
+        i.login_window.get_or_insert("1h".into()),
+    )?;
+    if window < max_wait {
+        bail!("identity.login_window must be at least identity.login_max_wait");
+    }
+    let backoff = |free| portcullis_state::Backoff {
+        free,
+        base: Duration::from_secs(1),
+        max: max_wait,
+        window,
+    };
+    let throttle = portcullis_identity::throttle::ThrottleConfig {
+        pair: backoff(*i.login_free_attempts.get_or_insert(5)),
+        ip: backoff(*i.login_ip_free_attempts.get_or_insert(50)),
+        account: portcullis_state::Backoff {
+            base: Duration::ZERO,
+            ..backoff(*i.login_account_free_attempts.get_or_insert(20))
+        },
+        device_lifetime: Duration::from_secs(90 * 24 * 3600),
+    };
     let build = IdentityBuild {
+        throttle,
         service,
         hash,
         // Half the cores at most: a login flood must leave the proxy room to run.

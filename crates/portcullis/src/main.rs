@@ -278,6 +278,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The shared state: Redis when `[state] url` is set, else in this process.
+async fn shared_state(config: &Config) -> anyhow::Result<portcullis_state::SharedState> {
+    let state = &config.effective.state;
+    match &state.url {
+        Some(url) => {
+            portcullis_state::SharedState::redis(url, state.key_prefix.as_deref().unwrap_or(""))
+                .await
+                .context("connecting to the shared state ([state] url)")
+        }
+        None => Ok(portcullis_state::SharedState::local(
+            state.max_local_keys.unwrap_or(1_000_000),
+        )),
+    }
+}
+
+/// The server key, or in development a random one for this process (device cookies then do not
+/// survive a restart); `config check` refuses production without a key.
+fn server_key(config: &Config) -> Vec<u8> {
+    config.secret_key.clone().unwrap_or_else(|| {
+        tracing::warn!("no server key set: using a random key for this process");
+        portcullis_identity::token::random_token().into_bytes()
+    })
+}
+
 /// The identity service over `store`, or `None` when `[identity]` is off.
 pub(crate) fn identity_service(
     config: &Config,
@@ -352,7 +376,23 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let audit = AuditLog::start(store.clone());
     let events = EventSink::new(Some(audit), Arc::new(SystemClock));
     let profile = config.profile;
-    let identity = identity_service(&config, store.clone())?;
+    let identity = match identity_service(&config, store.clone())? {
+        Some(identity) => {
+            let state = shared_state(&config).await?;
+            let throttle = config
+                .identity
+                .as_ref()
+                .map(|build| build.throttle.clone())
+                .unwrap_or_default();
+            let key = server_key(&config);
+            Some(
+                identity.with_throttle(portcullis_identity::throttle::Throttle::new(
+                    state, throttle, &key,
+                )),
+            )
+        }
+        None => None,
+    };
     let running = portcullis_gateway::start(
         config.settings,
         events.clone(),

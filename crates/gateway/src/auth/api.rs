@@ -69,7 +69,9 @@ impl Gateway {
         }
         let token = cookie::read(request.headers(), &settings.cookie_name).map(str::to_owned);
         let client = ClientInfo {
-            ip: Some(ctx.client.ip.to_string()),
+            ip: ctx.client.ip,
+            device: cookie::read(request.headers(), &settings.device_cookie_name)
+                .map(str::to_owned),
             user_agent: request
                 .headers()
                 .get(header::USER_AGENT)
@@ -284,9 +286,57 @@ impl Gateway {
                     &logged_in.token,
                     settings.cookie_max_age,
                 ) {
-                    response.headers_mut().insert(header::SET_COOKIE, cookie);
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                if let Some(cookie) = logged_in.device_cookie.as_deref().and_then(|device| {
+                    cookie::set(
+                        &settings.device_cookie_name,
+                        device,
+                        settings.device_cookie_max_age,
+                    )
+                }) {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
                 Ok(response)
+            }
+            LoginOutcome::Throttled { retry_after } => {
+                self.emit_details(
+                    EventKind::LoginThrottled,
+                    ctx,
+                    serde_json::json!({ "reason": "too_many_attempts", "email": masked_email, "retry_after_s": retry_after.as_secs() }),
+                )
+                .await;
+                ctx.event_recorded = true;
+                let mut response = respond::api_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Reject::LoginThrottled.code(),
+                    Reject::LoginThrottled.message(),
+                    &ctx.id,
+                    None,
+                );
+                // Whole seconds, rounded up: a client that waits this long is let through.
+                let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+                if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                Ok(response)
+            }
+            LoginOutcome::ProofRequired { account_id } => {
+                ctx.user_id = account_id;
+                self.emit_details(
+                    EventKind::LoginThrottled,
+                    ctx,
+                    serde_json::json!({ "reason": "proof_required", "email": masked_email }),
+                )
+                .await;
+                ctx.event_recorded = true;
+                Ok(respond::api_error(
+                    StatusCode::FORBIDDEN,
+                    "proof_required",
+                    "This account saw many failed logins from elsewhere; log in from a browser that logged in to it before, or use the link sent to its e-mail address",
+                    &ctx.id,
+                    None,
+                ))
             }
             LoginOutcome::Failure { reason, account_id } => {
                 ctx.user_id = account_id;

@@ -10,6 +10,7 @@
 )]
 
 mod audit;
+mod brute_force;
 mod config;
 mod identity;
 mod proxy;

@@ -171,8 +171,9 @@ fn block_mode_refuses_attacks_with_the_common_body_and_a_durable_event() {
     assert!(reply.body.contains("request_blocked"), "{}", reply.body);
     let id = reply.header("x-request-id").expect("request id").to_owned();
     assert!(reply.body.contains(&id));
+    // The request id is random hex and may itself hold "942".
     assert!(
-        !reply.body.contains("942"),
+        !reply.body.replace(&id, "").contains("942"),
         "rule ids stay out of production bodies: {}",
         reply.body
     );
