@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod email;
+pub mod mail;
 pub mod password;
 mod service;
 pub mod throttle;
@@ -16,5 +17,6 @@ pub mod token;
 pub use email::{Email, EmailError};
 pub use service::{
     Account, AccountStatus, ClientInfo, FailureReason, Identity, IdentityConfig, IdentityError,
-    LoggedIn, LoginOutcome, NewAccount, Principal, Registration, user_agent_family,
+    LoggedIn, LoginOutcome, MailLinks, NewAccount, Principal, Registration, TokenPurpose,
+    user_agent_family,
 };

@@ -237,6 +237,42 @@ pub enum IdentityError {
     /// The shared state (failure counters) failed: logins fail closed.
     #[error(transparent)]
     State(#[from] portcullis_state::StateError),
+    /// A verification, reset or unlock token is unknown, used or expired.
+    #[error("the link is invalid or has expired")]
+    InvalidToken,
+}
+
+/// What a single-use token sent by mail is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    /// Proves the e-mail address.
+    Verify,
+    /// Sets a new password.
+    Reset,
+    /// Marks a browser as known to an account under attack (the extra login proof).
+    Unlock,
+}
+
+impl TokenPurpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Reset => "reset",
+            Self::Unlock => "unlock",
+        }
+    }
+}
+
+/// How long a mailed link works.
+const LINK_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// Where mail goes and what its links point at.
+#[derive(Debug, Clone)]
+pub struct MailLinks {
+    /// The mailer.
+    pub mailer: crate::mail::Mailer,
+    /// `https://app.example.com/auth`: links are `{base}/verify?token=...` and the like.
+    pub base: String,
 }
 
 /// A new account, as an operator or a registration describes it.
@@ -262,6 +298,7 @@ pub struct Identity {
     config: Arc<IdentityConfig>,
     clock: Arc<dyn Clock>,
     throttle: Option<Throttle>,
+    mail: Option<MailLinks>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -289,7 +326,182 @@ impl Identity {
             config: Arc::new(config),
             clock,
             throttle: None,
+            mail: None,
         }
+    }
+
+    /// Sends verification, reset and unlock links through `mail`.
+    pub fn with_mail(mut self, mail: MailLinks) -> Self {
+        self.mail = Some(mail);
+        self
+    }
+
+    /// Issues a single-use token for `purpose` and mails its link to `to`.
+    async fn mail_link(
+        &self,
+        account_id: &str,
+        to: &str,
+        purpose: TokenPurpose,
+        subject: &str,
+        intro: &str,
+    ) -> Result<(), IdentityError> {
+        let Some(mail) = &self.mail else {
+            return Ok(());
+        };
+        let token = random_token();
+        let now = self.now_ms();
+        self.store
+            .insert_one_time_token(
+                &token_hash(&token),
+                purpose.as_str(),
+                account_id,
+                now,
+                now.saturating_add(millis(LINK_LIFETIME)),
+            )
+            .await?;
+        let link = format!("{}/{}?token={token}", mail.base, purpose.as_str());
+        mail.mailer.send_later(crate::mail::Mail {
+            to: to.to_owned(),
+            subject: subject.to_owned(),
+            body: format!(
+                "{intro}\n\n{link}\n\nThe link works once, for 30 minutes. If you did not ask for it, ignore this message.\n"
+            ),
+        });
+        Ok(())
+    }
+
+    /// Mail of this kind to this address beyond three an hour is dropped, so the API cannot
+    /// be used to flood a mailbox.
+    async fn mail_allowed(&self, kind: &str, email: &str) -> Result<bool, IdentityError> {
+        let Some(throttle) = &self.throttle else {
+            return Ok(true);
+        };
+        let rule = portcullis_state::Backoff {
+            free: 3,
+            base: Duration::ZERO,
+            max: Duration::ZERO,
+            window: Duration::from_secs(3600),
+        };
+        let key = format!("mail:{kind}:{email}");
+        Ok(
+            matches!(throttle.state().attempt(&key, &rule).await?, portcullis_state::Attempt::Counted(n) if n <= rule.free),
+        )
+    }
+
+    /// Uses a mailed token: its account, if it is valid for `purpose`.
+    async fn take_token(
+        &self,
+        token: &str,
+        purpose: TokenPurpose,
+    ) -> Result<AccountRow, IdentityError> {
+        let account_id = self
+            .store
+            .take_one_time_token(&token_hash(token), purpose.as_str(), self.now_ms())
+            .await?
+            .ok_or(IdentityError::InvalidToken)?;
+        self.store
+            .account_by_id(&account_id)
+            .await?
+            .ok_or(IdentityError::InvalidToken)
+    }
+
+    /// Marks the address of the token's account verified.
+    pub async fn verify_email(&self, token: &str) -> Result<Account, IdentityError> {
+        let row = self.take_token(token, TokenPurpose::Verify).await?;
+        self.store
+            .set_email_verified(&row.id, self.now_ms())
+            .await?;
+        let mut account = Account::from(&row);
+        account.email_verified = true;
+        Ok(account)
+    }
+
+    /// Mails a reset link when the address has an account; answers the same either way.
+    pub async fn request_password_reset(&self, email: &str) -> Result<(), IdentityError> {
+        let Ok(email) = Email::parse(email) else {
+            return Ok(());
+        };
+        if !self.mail_allowed("reset", email.as_str()).await? {
+            return Ok(());
+        }
+        if let Some(row) = self.store.account_by_email(email.as_str()).await? {
+            self.mail_link(
+                &row.id,
+                &row.email,
+                TokenPurpose::Reset,
+                "Reset your password",
+                "Someone asked to reset the password of your account. To choose a new one, open:",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets a new password with a reset token; every session of the account ends, and the
+    /// address counts as verified (the link reached it). Returns the account.
+    pub async fn reset_password(
+        &self,
+        token: &str,
+        password: &str,
+    ) -> Result<Account, IdentityError> {
+        // The link is used only once the new password passes the policy, so a refused one
+        // can be corrected with the same link.
+        let hash = token_hash(token);
+        let purpose = TokenPurpose::Reset.as_str();
+        let account_id = self
+            .store
+            .peek_one_time_token(&hash, purpose, self.now_ms())
+            .await?
+            .ok_or(IdentityError::InvalidToken)?;
+        let row = self
+            .store
+            .account_by_id(&account_id)
+            .await?
+            .ok_or(IdentityError::InvalidToken)?;
+        self.set_password(&row, password).await?;
+        // A second use racing this one finds the token gone and sets nothing more.
+        if self
+            .store
+            .take_one_time_token(&hash, purpose, self.now_ms())
+            .await?
+            .is_none()
+        {
+            return Err(IdentityError::InvalidToken);
+        }
+        self.store.delete_account_sessions(&row.id, None).await?;
+        self.store
+            .set_email_verified(&row.id, self.now_ms())
+            .await?;
+        Ok(Account::from(&row))
+    }
+
+    /// Mails an unlock link to an account under attack (at most three an hour).
+    pub async fn send_unlock_link(&self, account_id: &str) -> Result<(), IdentityError> {
+        let Some(row) = self.store.account_by_id(account_id).await? else {
+            return Ok(());
+        };
+        if !self.mail_allowed("unlock", &row.email).await? {
+            return Ok(());
+        }
+        self.mail_link(
+            &row.id,
+            &row.email,
+            TokenPurpose::Unlock,
+            "Unusual login attempts on your account",
+            "Many failed logins to your account came from elsewhere, so logins from new browsers need this link. To log in from this browser, open:",
+        )
+        .await
+    }
+
+    /// Uses an unlock token: returns the account and a device cookie that lets this browser
+    /// log in despite the attack.
+    pub async fn unlock(&self, token: &str) -> Result<(Account, Option<String>), IdentityError> {
+        let row = self.take_token(token, TokenPurpose::Unlock).await?;
+        let cookie = self
+            .throttle
+            .as_ref()
+            .map(|t| t.device_cookie(&row.email, self.clock.now().unix_timestamp()));
+        Ok((Account::from(&row), cookie))
     }
 
     /// Adds the brute-force defence to logins.
@@ -374,8 +586,30 @@ impl Identity {
             email_verified: false,
         };
         match self.create_account(new).await {
-            Ok(account) => Ok(Some(account)),
-            Err(IdentityError::Exists) => Ok(None),
+            Ok(account) => {
+                self.mail_link(
+                    &account.id,
+                    &account.email,
+                    TokenPurpose::Verify,
+                    "Verify your e-mail address",
+                    "Welcome. To verify your e-mail address, open:",
+                )
+                .await?;
+                Ok(Some(account))
+            }
+            Err(IdentityError::Exists) => {
+                // Tell the owner, not the caller: the answer is the same as for a new account.
+                if let (Some(mail), Ok(email)) = (&self.mail, Email::parse(email))
+                    && self.mail_allowed("notice", email.as_str()).await?
+                {
+                    mail.mailer.send_later(crate::mail::Mail {
+                        to: email.as_str().to_owned(),
+                        subject: "Someone tried to register with your address".to_owned(),
+                        body: "Someone tried to create an account with this e-mail address, which already has one. If it was you, log in or reset your password; otherwise ignore this message.\n".to_owned(),
+                    });
+                }
+                Ok(None)
+            }
             Err(error) => Err(error),
         }
     }

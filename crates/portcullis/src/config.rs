@@ -58,6 +58,7 @@ pub(crate) struct RawConfig {
     pub(crate) waf: RawWaf,
     pub(crate) identity: RawIdentity,
     pub(crate) state: RawState,
+    pub(crate) mail: RawMail,
     #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub(crate) routes: Vec<RawRoute>,
 }
@@ -166,6 +167,17 @@ pub(crate) struct RawWaf {
     pub(crate) exclusions: Vec<RawExclusion>,
 }
 
+/// `[mail]`: how verification, reset and unlock links are sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawMail {
+    /// `smtp://host:25`, `smtp://host:587?tls=required` (STARTTLS) or `smtps://host:465`;
+    /// without it, mail goes to the log. Put credentials in `PORTCULLIS_MAIL__URL`.
+    pub(crate) url: Option<String>,
+    /// Sender, e.g. `Portcullis <no-reply@example.com>`.
+    pub(crate) from: Option<String>,
+}
+
 /// `[state]`: where counters that decide security questions live.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -186,6 +198,8 @@ pub(crate) struct RawIdentity {
     pub(crate) enabled: Option<bool>,
     /// Path prefix of the identity API and pages.
     pub(crate) prefix: Option<String>,
+    /// Public base URL of the gateway, for links in mail (`https://app.example.com`).
+    pub(crate) public_url: Option<String>,
     /// `open`, `invite` or `off`.
     pub(crate) registration: Option<RegistrationMode>,
     pub(crate) require_verified_email: Option<bool>,
@@ -343,6 +357,8 @@ pub(crate) struct IdentityBuild {
     pub(crate) hash_threads: usize,
     pub(crate) hash_queue: usize,
     pub(crate) throttle: portcullis_identity::throttle::ThrottleConfig,
+    /// `{public_url}{prefix}`, the base of links in mail.
+    pub(crate) link_base: String,
 }
 
 /// Reads `file` (if any), the environment and the flags, and resolves them.
@@ -612,11 +628,16 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
     st.acquire_timeout.get_or_insert("5s".into());
     st.max_connections.get_or_insert(16);
     let storage_url = st.url.clone();
+    raw.mail
+        .from
+        .get_or_insert_with(|| "Portcullis <no-reply@localhost>".into());
     let state = &mut raw.state;
     state.key_prefix.get_or_insert_with(|| "portcullis:".into());
     state.max_local_keys.get_or_insert(1_000_000);
     let waf = resolve_waf(&mut raw.waf, &preset, profile)?;
-    let (identity_settings, identity) = resolve_identity(&mut raw.identity, &preset)?;
+    let default_public_url = format!("http://{listen}");
+    let (identity_settings, identity) =
+        resolve_identity(&mut raw.identity, &preset, &default_public_url)?;
 
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (index, route) in raw.routes.iter_mut().enumerate() {
@@ -659,6 +680,7 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
 fn resolve_identity(
     i: &mut RawIdentity,
     preset: &Presets,
+    default_public_url: &str,
 ) -> anyhow::Result<(Option<IdentitySettings>, Option<IdentityBuild>)> {
     use portcullis_identity::password::{HashParams, PasswordPolicy};
     if !*i.enabled.get_or_insert(true) {
@@ -671,6 +693,14 @@ fn resolve_identity(
         .to_owned();
     if !prefix.starts_with('/') || prefix.len() < 2 {
         bail!("identity.prefix must be a path like /auth");
+    }
+    let public_url = i
+        .public_url
+        .get_or_insert_with(|| default_public_url.to_owned())
+        .trim_end_matches('/')
+        .to_owned();
+    if !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
+        bail!("identity.public_url must be an http:// or https:// URL");
     }
     let min_length = *i
         .password_min_length
@@ -768,7 +798,9 @@ fn resolve_identity(
         },
         device_lifetime: Duration::from_secs(90 * 24 * 3600),
     };
+    let link_base = format!("{public_url}{}", settings.prefix);
     let build = IdentityBuild {
+        link_base,
         throttle,
         service,
         hash,
@@ -970,6 +1002,9 @@ impl Config {
         if let Some(url) = &shown.storage.url {
             shown.storage.url = Some(redact_url_password(url));
         }
+        if let Some(url) = &shown.mail.url {
+            shown.mail.url = Some(redact_url_password(url));
+        }
         Ok(toml::to_string_pretty(&shown)?)
     }
 
@@ -1049,6 +1084,18 @@ impl Config {
             }
             if identity.service.policy.min_length < 12 {
                 problems.push("identity.password_min_length is below 12".into());
+            }
+            if self.effective.mail.url.is_none() {
+                problems.push(
+                    "mail.url is unset: verification, reset and unlock links would only be logged"
+                        .into(),
+                );
+            }
+            if !identity.link_base.starts_with("https://") {
+                problems.push(
+                    "identity.public_url is not https://: links in mail would travel in clear"
+                        .into(),
+                );
             }
         }
         if self.storage_url.is_none()

@@ -293,6 +293,23 @@ async fn shared_state(config: &Config) -> anyhow::Result<portcullis_state::Share
     }
 }
 
+/// The mailer and the base of the links it sends.
+fn mail_links(config: &Config) -> anyhow::Result<portcullis_identity::MailLinks> {
+    let mail = &config.effective.mail;
+    let mailer = match &mail.url {
+        Some(url) => {
+            portcullis_identity::mail::Mailer::smtp(url, mail.from.as_deref().unwrap_or(""))?
+        }
+        None => portcullis_identity::mail::Mailer::Log,
+    };
+    let base = config
+        .identity
+        .as_ref()
+        .map(|i| i.link_base.clone())
+        .unwrap_or_default();
+    Ok(portcullis_identity::MailLinks { mailer, base })
+}
+
 /// The server key, or in development a random one for this process (device cookies then do not
 /// survive a restart); `config check` refuses production without a key.
 fn server_key(config: &Config) -> Vec<u8> {
@@ -385,10 +402,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 .map(|build| build.throttle.clone())
                 .unwrap_or_default();
             let key = server_key(&config);
+            let links = mail_links(&config)?;
             Some(
-                identity.with_throttle(portcullis_identity::throttle::Throttle::new(
-                    state, throttle, &key,
-                )),
+                identity
+                    .with_throttle(portcullis_identity::throttle::Throttle::new(
+                        state, throttle, &key,
+                    ))
+                    .with_mail(links),
             )
         }
         None => None,

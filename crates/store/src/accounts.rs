@@ -229,4 +229,76 @@ impl Store {
             .map(|row| row.try_get::<String, _>(0))
             .collect::<Result<_, _>>()?)
     }
+
+    /// Stores a single-use token's hash for `purpose`, and drops every expired token.
+    pub async fn insert_one_time_token(
+        &self,
+        token_hash: &str,
+        purpose: &str,
+        account_id: &str,
+        now_ms: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM one_time_tokens WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO one_time_tokens (token_hash, purpose, account_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(account_id)
+        .bind(now_ms)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The account of a live single-use token, without using it.
+    pub async fn peek_one_time_token(
+        &self,
+        token_hash: &str,
+        purpose: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_id FROM one_time_tokens \
+             WHERE token_hash = $1 AND purpose = $2 AND expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(now_ms)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|row| row.try_get::<String, _>(0)).transpose()?)
+    }
+
+    /// Uses a single-use token: deletes it and returns its account, if it existed for
+    /// `purpose` and had not expired. Deleting first makes a second use find nothing, even when
+    /// two arrive at once.
+    pub async fn take_one_time_token(
+        &self,
+        token_hash: &str,
+        purpose: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM one_time_tokens WHERE token_hash = $1 AND purpose = $2 \
+             RETURNING account_id, expires_at",
+        )
+        .bind(token_hash)
+        .bind(purpose)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: i64 = row.try_get(1)?;
+        Ok((expires_at > now_ms)
+            .then(|| row.try_get::<String, _>(0))
+            .transpose()?)
+    }
 }

@@ -164,6 +164,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "identity",
         include_str!("../migrations/sqlite/0002_identity.sql"),
     ),
+    (
+        3,
+        "one_time_tokens",
+        include_str!("../migrations/sqlite/0003_one_time_tokens.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -175,6 +180,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "identity",
         include_str!("../migrations/postgres/0002_identity.sql"),
+    ),
+    (
+        3,
+        "one_time_tokens",
+        include_str!("../migrations/postgres/0003_one_time_tokens.sql"),
     ),
 ];
 

@@ -43,6 +43,25 @@ struct Registration {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MailedToken {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reset {
+    token: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PasswordChange {
     current_password: String,
     new_password: String,
@@ -90,6 +109,80 @@ impl Gateway {
                 self.login(handle, settings, body, client, token, ctx).await
             }
             (Method::POST, "api/logout") => self.logout(handle, settings, token, ctx).await,
+            (Method::POST, "api/verify") => {
+                let body: MailedToken = read_json(request, max, timeout).await?;
+                let verified = handle
+                    .run(move |identity| async move { identity.verify_email(&body.token).await })
+                    .await;
+                match verified {
+                    Ok(account) => Ok(respond::json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "user": account_json(&account) }),
+                    )),
+                    Err(error) => self.identity_error(error, ctx),
+                }
+            }
+            (Method::POST, "api/reset/request") => {
+                let body: ResetRequest = read_json(request, max, timeout).await?;
+                handle
+                    .run(move |identity| async move {
+                        identity.request_password_reset(&body.email).await
+                    })
+                    .await
+                    .map_err(service_failure)?;
+                // The same answer whether the address has an account or not.
+                Ok(respond::json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({
+                        "status": "accepted",
+                        "message": "If this address has an account, a link to reset its password is on its way."
+                    }),
+                ))
+            }
+            (Method::POST, "api/reset") => {
+                let body: Reset = read_json(request, max, timeout).await?;
+                let reset = handle
+                    .run(move |identity| async move {
+                        identity.reset_password(&body.token, &body.password).await
+                    })
+                    .await;
+                match reset {
+                    Ok(account) => {
+                        ctx.user_id = Some(account.id);
+                        self.emit_details(
+                            EventKind::PasswordChanged,
+                            ctx,
+                            serde_json::json!({ "via": "reset", "sessions": "revoked" }),
+                        )
+                        .await;
+                        Ok(no_content())
+                    }
+                    Err(error) => self.identity_error(error, ctx),
+                }
+            }
+            (Method::POST, "api/unlock") => {
+                let body: MailedToken = read_json(request, max, timeout).await?;
+                let unlocked = handle
+                    .run(move |identity| async move { identity.unlock(&body.token).await })
+                    .await;
+                match unlocked {
+                    Ok((account, device)) => {
+                        ctx.user_id = Some(account.id);
+                        let mut response = no_content();
+                        if let Some(cookie) = device.as_deref().and_then(|device| {
+                            cookie::set(
+                                &settings.device_cookie_name,
+                                device,
+                                settings.device_cookie_max_age,
+                            )
+                        }) {
+                            response.headers_mut().append(header::SET_COOKIE, cookie);
+                        }
+                        Ok(response)
+                    }
+                    Err(error) => self.identity_error(error, ctx),
+                }
+            }
             (Method::GET, "api/me") => {
                 let principal = self.session_principal(handle, token, ctx).await?;
                 Ok(respond::json(
@@ -322,6 +415,14 @@ impl Gateway {
                 Ok(response)
             }
             LoginOutcome::ProofRequired { account_id } => {
+                // In the background: the answer must take as long whether a link goes out or not.
+                if let Some(account) = account_id.clone() {
+                    handle.spawn(move |identity| async move {
+                        if let Err(error) = identity.send_unlock_link(&account).await {
+                            tracing::error!(%error, "unlock link not sent");
+                        }
+                    });
+                }
                 ctx.user_id = account_id;
                 self.emit_details(
                     EventKind::LoginThrottled,
@@ -452,6 +553,12 @@ impl Gateway {
                     Some(("failures", failures)),
                 )
             }
+            IdentityError::InvalidToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                "The link is invalid or has expired".to_owned(),
+                None,
+            ),
             IdentityError::Email(error) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_email",

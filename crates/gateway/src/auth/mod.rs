@@ -38,6 +38,14 @@ impl IdentityHandle {
         }
     }
 
+    /// Starts `work` on the service's runtime without waiting for it.
+    pub(crate) fn spawn<F>(&self, work: impl FnOnce(Identity) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(work(self.identity.clone()));
+    }
+
     /// Runs `work` on the service's runtime and waits for it.
     pub(crate) async fn run<T, F>(
         &self,

@@ -35,7 +35,22 @@ fn the_production_example_passes() {
 
 #[test]
 fn each_unsafe_production_setting_fails_with_its_own_line() {
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 12] = [
+        (
+            "url = \"smtp://mail.internal:587?tls=required\"\n",
+            "",
+            "mail.url is unset",
+        ),
+        (
+            "public_url = \"https://app.example.com\"",
+            "public_url = \"http://app.example.com\"",
+            "travel in clear",
+        ),
+        (
+            "[identity]\n",
+            "[identity]\nhash_memory_kib = 4096\n",
+            "below OWASP",
+        ),
         (
             "[server]\n",
             "[server]\nsecret_key = \"0123456789abcdef0123456789abcdef\"\n",

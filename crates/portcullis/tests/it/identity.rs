@@ -636,6 +636,14 @@ fn unknown_accounts_take_as_long_as_wrong_passwords() {
     unknown.sort();
     let (known, unknown) = (known[100].as_secs_f64(), unknown[100].as_secs_f64());
     let difference = (known - unknown).abs() / known.max(unknown);
-    eprintln!("median login: known {:.2} ms, unknown {:.2} ms, difference {:.1}%", known * 1e3, unknown * 1e3, difference * 100.0);
-    assert!(difference < 0.10, "known {known:.4}s vs unknown {unknown:.4}s");
+    eprintln!(
+        "median login: known {:.2} ms, unknown {:.2} ms, difference {:.1}%",
+        known * 1e3,
+        unknown * 1e3,
+        difference * 100.0
+    );
+    assert!(
+        difference < 0.10,
+        "known {known:.4}s vs unknown {unknown:.4}s"
+    );
 }

@@ -13,6 +13,7 @@ mod audit;
 mod brute_force;
 mod config;
 mod identity;
+mod mail;
 mod proxy;
 mod support;
 mod tls;

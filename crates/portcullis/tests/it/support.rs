@@ -445,3 +445,120 @@ fn rand_suffix() -> u64 {
 pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("portcullis.db").display())
 }
+
+/// A real SMTP server on loopback (Python's aiosmtpd, installed by `scripts/test-tools.sh`)
+/// that stores every message in a maildir; killed on drop.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    maildir: TempDir,
+}
+
+impl SmtpSink {
+    /// Starts the sink, or `None` (with a note) outside CI when aiosmtpd is not installed.
+    pub fn start() -> Option<Self> {
+        let installed = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but aiosmtpd is missing (scripts/test-tools.sh installs it)"
+            );
+            eprintln!("SKIPPED: mail tests need aiosmtpd (scripts/test-tools.sh)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let maildir = TempDir::new("mail");
+        let mut child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.0.join("box"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self {
+                    child,
+                    port,
+                    maildir,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("aiosmtpd did not start");
+    }
+
+    /// `[mail]` keys that send to this sink.
+    pub fn config(&self) -> String {
+        format!(
+            "[mail]\nurl = \"smtp://127.0.0.1:{}\"\nfrom = \"Portcullis <no-reply@app.test>\"\n",
+            self.port
+        )
+    }
+
+    /// Every message received so far, as text, quoted-printable soft breaks and `=3D` undone.
+    pub fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.0.join("box").join("new");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+            .map(|text| {
+                text.replace("=\r\n", "")
+                    .replace("=\n", "")
+                    .replace("=3D", "=")
+            })
+            .collect()
+    }
+
+    /// Waits up to 10 s for a message to `to` whose text holds `needle`, and returns it.
+    pub fn wait_for(&self, to: &str, needle: &str) -> String {
+        for _ in 0..200 {
+            if let Some(message) = self
+                .messages()
+                .into_iter()
+                .find(|m| m.contains(&format!("To: {to}")) && m.contains(needle))
+            {
+                return message;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no mail to {to} holding {needle:?}; got {:?}",
+            self.messages()
+        );
+    }
+
+    /// The token of the first `{base}/{purpose}?token=...` link in `message`.
+    pub fn token(message: &str, purpose: &str) -> String {
+        let text = message;
+        let marker = format!("/{purpose}?token=");
+        let start = text
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {purpose} link in {text}"))
+            + marker.len();
+        text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
