@@ -58,6 +58,10 @@ pub enum EventKind {
     AccessDenied,
     /// A cookie-authenticated unsafe request came from another origin.
     CsrfRejected,
+    /// A refresh token was used twice: it leaked, and its whole family was revoked.
+    RefreshTokenReused,
+    /// Access and refresh tokens were issued.
+    TokenIssued,
 }
 
 impl EventKind {
@@ -85,6 +89,8 @@ impl EventKind {
             Self::AuthenticationRequired => "authentication_required",
             Self::AccessDenied => "access_denied",
             Self::CsrfRejected => "csrf_rejected",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::TokenIssued => "token_issued",
         }
     }
 
@@ -97,7 +103,9 @@ impl EventKind {
             | Self::PasswordChanged
             | Self::AccountCreated
             | Self::SessionRevoked
-            | Self::AuthenticationRequired => Severity::Info,
+            | Self::AuthenticationRequired
+            | Self::TokenIssued => Severity::Info,
+            Self::RefreshTokenReused => Severity::High,
             Self::LoginFailure | Self::AccessDenied => Severity::Low,
             Self::LoginThrottled | Self::AccountLocked | Self::CsrfRejected => Severity::Medium,
             Self::RequestTimeout

@@ -156,6 +156,7 @@ mod tests {
             waf: crate::settings::RouteWafSettings::default(),
             auth: crate::settings::RouteAuth::None,
             roles: vec![],
+            scopes: vec![],
         }
     }
 

@@ -81,7 +81,9 @@ pub enum RouteAuth {
     None,
     /// A live session (cookie).
     Session,
-    /// Any method available (a session, for now).
+    /// A valid access token (`Authorization: Bearer`).
+    Token,
+    /// Any method available: a bearer token when the request carries one, else a session.
     Any,
 }
 
@@ -225,6 +227,8 @@ pub struct RouteSettings {
     pub auth: RouteAuth,
     /// Roles of which the caller must hold at least one (empty: any authenticated caller).
     pub roles: Vec<String>,
+    /// Scopes the caller's token must all carry (sessions carry none).
+    pub scopes: Vec<String>,
 }
 
 /// CORS of one route, with explicit origins only.

@@ -167,6 +167,16 @@ impl Gateway {
         if hidden::is_hidden(&self.settings.hidden_paths, &path.decoded) {
             return Err((Reject::Hidden, format!("hidden path {}", path.decoded)));
         }
+        if path.decoded == JWKS_PATH
+            && let Some(jwks) = self.identity.as_ref().and_then(IdentityHandle::jwks)
+        {
+            let mut response = respond::json(StatusCode::OK, &jwks);
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            return Ok(response);
+        }
         if let Some(rest) = self.identity_path(&path.decoded) {
             return self.identity_api(request, rest, host.as_deref(), ctx).await;
         }
@@ -249,33 +259,59 @@ impl Gateway {
                 "route needs identity, which is off".into(),
             ));
         };
-        let token = cookie::read(headers, &settings.cookie_name)
-            .map(str::to_owned)
-            .ok_or_else(|| (Reject::Unauthenticated, "no session cookie".to_owned()))?;
-        let principal = handle
-            .run(move |identity| async move { identity.authenticate_session(&token).await })
-            .await
-            .map_err(auth::api::service_failure)?
-            .ok_or_else(|| {
-                (
-                    Reject::Unauthenticated,
-                    "unknown or expired session".to_owned(),
-                )
-            })?;
-        ctx.user_id = Some(principal.account.id.clone());
-        if csrf::is_unsafe(method) && !csrf::same_origin(headers, host, ctx.secure) {
-            return Err((
-                Reject::CsrfRejected,
-                "cookie-authenticated request from another origin".into(),
-            ));
-        }
-        if !auth::has_role(&principal, &route.settings.roles) {
+        let required = route.settings.auth;
+        let bearer = auth::bearer(headers).map(str::to_owned);
+        let caller = match (required, bearer) {
+            // A bearer token, where tokens are accepted; never checked for CSRF, since a
+            // browser does not attach it by itself.
+            (RouteAuth::Token | RouteAuth::Any, Some(token)) => {
+                let verdict = handle
+                    .run(move |identity| async move { identity.authenticate_token(&token).await })
+                    .await
+                    .map_err(auth::api::service_failure)?;
+                let claims = verdict.map_err(|reason| (Reject::Unauthenticated, reason))?;
+                auth::Caller::from_token(&claims)
+            }
+            (RouteAuth::Token, None) => {
+                return Err((Reject::Unauthenticated, "no bearer token".into()));
+            }
+            _ => {
+                let token = cookie::read(headers, &settings.cookie_name)
+                    .map(str::to_owned)
+                    .ok_or_else(|| (Reject::Unauthenticated, "no session cookie".to_owned()))?;
+                let principal = handle
+                    .run(move |identity| async move { identity.authenticate_session(&token).await })
+                    .await
+                    .map_err(auth::api::service_failure)?
+                    .ok_or_else(|| {
+                        (
+                            Reject::Unauthenticated,
+                            "unknown or expired session".to_owned(),
+                        )
+                    })?;
+                if csrf::is_unsafe(method) && !csrf::same_origin(headers, host, ctx.secure) {
+                    ctx.user_id = Some(principal.account.id.clone());
+                    return Err((
+                        Reject::CsrfRejected,
+                        "cookie-authenticated request from another origin".into(),
+                    ));
+                }
+                auth::Caller::from_session(&principal)
+            }
+        };
+        ctx.user_id = Some(caller.id.clone());
+        if !caller.has_role(&route.settings.roles) {
             return Err((
                 Reject::Forbidden,
                 "lacks every role the route requires".into(),
             ));
         }
-        ctx.identity_headers = auth::identity_headers(&principal, settings.header_style, "session");
+        if !caller.has_scopes(&route.settings.scopes) {
+            return Err((Reject::Forbidden, "lacks a scope the route requires".into()));
+        }
+        let identity_token = handle.identity_token(&caller);
+        ctx.identity_headers =
+            auth::identity_headers(&caller, settings.header_style, identity_token);
         Ok(())
     }
 
@@ -501,6 +537,9 @@ impl Gateway {
         }
     }
 }
+
+/// Where the public keys of access and identity tokens are published.
+const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Lists the WAF rules that matched (development and test profiles only).
 const X_PORTCULLIS_WAF_RULES: header::HeaderName =

@@ -13,10 +13,11 @@ pub mod password;
 mod service;
 pub mod throttle;
 pub mod token;
+pub mod tokens;
 
 pub use email::{Email, EmailError};
 pub use service::{
     Account, AccountStatus, ClientInfo, FailureReason, Identity, IdentityConfig, IdentityError,
-    LoggedIn, LoginOutcome, MailLinks, NewAccount, Principal, Registration, TokenPurpose,
-    user_agent_family,
+    LoggedIn, LoginOutcome, MailLinks, NewAccount, Principal, RefreshOutcome, Registration,
+    TokenPurpose, TokenSet, user_agent_family,
 };

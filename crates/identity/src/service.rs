@@ -14,6 +14,8 @@ use crate::password::{
 };
 use crate::throttle::{Gate, Throttle};
 use crate::token::{random_id, random_token, token_hash};
+use crate::tokens::{Claims, Subject, TokenError, Tokens};
+use portcullis_store::RefreshUse;
 
 /// Who may create an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +239,9 @@ pub enum IdentityError {
     /// The shared state (failure counters) failed: logins fail closed.
     #[error(transparent)]
     State(#[from] portcullis_state::StateError),
+    /// Signing keys could not be made or opened.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// A verification, reset or unlock token is unknown, used or expired.
     #[error("the link is invalid or has expired")]
     InvalidToken,
@@ -299,6 +304,32 @@ pub struct Identity {
     clock: Arc<dyn Clock>,
     throttle: Option<Throttle>,
     mail: Option<MailLinks>,
+    tokens: Option<Tokens>,
+}
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    /// The signed JWT.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// The opaque refresh token (single use: each use returns a new one).
+    pub refresh_token: String,
+}
+
+/// What became of a refresh.
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    /// New tokens.
+    Granted(Box<(TokenSet, Account)>),
+    /// The token was used before: its family is revoked.
+    Reused {
+        /// Whose.
+        account_id: String,
+    },
+    /// Unknown, expired or revoked, or the account may no longer log in.
+    Invalid,
 }
 
 impl std::fmt::Debug for Identity {
@@ -327,7 +358,109 @@ impl Identity {
             clock,
             throttle: None,
             mail: None,
+            tokens: None,
         }
+    }
+
+    /// Issues and verifies access tokens with `tokens`.
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The token service, when on.
+    pub fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_ref()
+    }
+
+    fn token_service(&self) -> Result<&Tokens, IdentityError> {
+        self.tokens
+            .as_ref()
+            .ok_or_else(|| IdentityError::Internal("tokens are off".into()))
+    }
+
+    /// A new access token and a new refresh-token family for `account`.
+    pub async fn grant_tokens(&self, account: &Account) -> Result<TokenSet, IdentityError> {
+        self.tokens_in_family(account, None).await
+    }
+
+    async fn tokens_in_family(
+        &self,
+        account: &Account,
+        family: Option<&str>,
+    ) -> Result<TokenSet, IdentityError> {
+        let tokens = self.token_service()?;
+        let subject = Subject {
+            id: &account.id,
+            email: &account.email,
+            name: &account.display_name,
+            roles: &account.roles,
+            scopes: &[],
+        };
+        let (access_token, _) = tokens.issue_access(&subject)?;
+        let refresh_token = tokens.issue_refresh(&account.id, family).await?;
+        Ok(TokenSet {
+            access_token,
+            expires_in: tokens.config().access_lifetime.as_secs(),
+            refresh_token,
+        })
+    }
+
+    /// Rotates a refresh token: a new access token and the family's next refresh token.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<RefreshOutcome, IdentityError> {
+        let tokens = self.token_service()?;
+        match tokens.use_refresh(refresh_token).await? {
+            RefreshUse::Fresh {
+                family_id,
+                account_id,
+            } => {
+                let Some(row) = self.store.account_by_id(&account_id).await? else {
+                    return Ok(RefreshOutcome::Invalid);
+                };
+                let account = Account::from(&row);
+                if account.status != AccountStatus::Active {
+                    return Ok(RefreshOutcome::Invalid);
+                }
+                let set = self.tokens_in_family(&account, Some(&family_id)).await?;
+                Ok(RefreshOutcome::Granted(Box::new((set, account))))
+            }
+            RefreshUse::Reused { account_id } => Ok(RefreshOutcome::Reused { account_id }),
+            RefreshUse::Invalid => Ok(RefreshOutcome::Invalid),
+        }
+    }
+
+    /// The claims of a valid, unrevoked access token, or why it is refused.
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<Claims, String>, IdentityError> {
+        match self.token_service()?.verify_access(token).await {
+            Ok(claims) => Ok(Ok(claims)),
+            Err(TokenError::Store(error)) => Err(error.into()),
+            Err(refused) => Ok(Err(refused.to_string())),
+        }
+    }
+
+    /// Revokes an access token (by its `jti`) or a refresh token (its whole family), RFC 7009
+    /// style: an unknown token is not an error.
+    pub async fn revoke_token(&self, token: &str) -> Result<(), IdentityError> {
+        let tokens = self.token_service()?;
+        if token.split('.').count() == 3 {
+            if let Ok(claims) = tokens
+                .verify(token, &tokens.config().audience, "access")
+                .await
+            {
+                tokens.revoke(&claims).await?;
+            }
+        } else {
+            tokens.revoke_refresh(token).await?;
+        }
+        Ok(())
+    }
+
+    /// A short-lived identity token for the upstream, when tokens are on.
+    pub fn identity_token(&self, subject: &Subject<'_>, auth: &str) -> Option<String> {
+        self.tokens.as_ref()?.issue_identity(subject, auth).ok()
     }
 
     /// Sends verification, reset and unlock links through `mail`.
@@ -468,7 +601,7 @@ impl Identity {
         {
             return Err(IdentityError::InvalidToken);
         }
-        self.store.delete_account_sessions(&row.id, None).await?;
+        self.revoke_sessions(&row.id, None).await?;
         self.store
             .set_email_verified(&row.id, self.now_ms())
             .await?;
@@ -811,13 +944,16 @@ impl Identity {
         }
     }
 
-    /// Revokes every session of the account but `keep`; returns how many.
+    /// Ends every login of the account but the session `keep`: sessions and refresh-token
+    /// families alike. Returns how many sessions ended.
     pub async fn revoke_sessions(
         &self,
         account_id: &str,
         keep: Option<&str>,
     ) -> Result<u64, IdentityError> {
-        Ok(self.store.delete_account_sessions(account_id, keep).await?)
+        let ended = self.store.delete_account_sessions(account_id, keep).await?;
+        self.store.delete_account_refresh_tokens(account_id).await?;
+        Ok(ended)
     }
 
     /// Changes a password after checking the current one; other sessions end. The new one must
@@ -843,9 +979,7 @@ impl Identity {
             return Err(IdentityError::WrongPassword);
         }
         self.set_password(&row, new).await?;
-        self.store
-            .delete_account_sessions(account_id, keep_session)
-            .await?;
+        self.revoke_sessions(account_id, keep_session).await?;
         Ok(())
     }
 
@@ -914,7 +1048,7 @@ impl Identity {
             return Err(IdentityError::NotFound);
         }
         if status != AccountStatus::Active {
-            self.store.delete_account_sessions(account_id, None).await?;
+            self.revoke_sessions(account_id, None).await?;
         }
         Ok(())
     }
@@ -935,7 +1069,7 @@ impl Identity {
         {
             return Err(IdentityError::NotFound);
         }
-        self.store.delete_account_sessions(account_id, None).await?;
+        self.revoke_sessions(account_id, None).await?;
         Ok(())
     }
 

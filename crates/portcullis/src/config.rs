@@ -236,6 +236,12 @@ pub(crate) struct RawIdentity {
     pub(crate) login_max_wait: Option<String>,
     /// Counters are forgotten this long after the last attempt.
     pub(crate) login_window: Option<String>,
+    /// `iss` of access tokens (default: `public_url`).
+    pub(crate) token_issuer: Option<String>,
+    /// `aud` of access tokens (default: `public_url`).
+    pub(crate) token_audience: Option<String>,
+    pub(crate) access_token_lifetime: Option<String>,
+    pub(crate) refresh_token_lifetime: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,6 +310,9 @@ pub(crate) struct RawRoute {
     /// The caller must hold one of these roles.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) roles: Vec<String>,
+    /// The caller's token must carry all of these scopes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -359,6 +368,7 @@ pub(crate) struct IdentityBuild {
     pub(crate) throttle: portcullis_identity::throttle::ThrottleConfig,
     /// `{public_url}{prefix}`, the base of links in mail.
     pub(crate) link_base: String,
+    pub(crate) tokens: portcullis_identity::tokens::TokenConfig,
 }
 
 /// Reads `file` (if any), the environment and the flags, and resolves them.
@@ -799,7 +809,32 @@ fn resolve_identity(
         device_lifetime: Duration::from_secs(90 * 24 * 3600),
     };
     let link_base = format!("{public_url}{}", settings.prefix);
+    let access_lifetime = duration(
+        "identity.access_token_lifetime",
+        i.access_token_lifetime.get_or_insert("15m".into()),
+    )?;
+    let refresh_lifetime = duration(
+        "identity.refresh_token_lifetime",
+        i.refresh_token_lifetime.get_or_insert("168h".into()),
+    )?;
+    if access_lifetime.is_zero() || access_lifetime > Duration::from_secs(3600) {
+        bail!("identity.access_token_lifetime must be more than 0 and at most 1h");
+    }
+    let tokens = portcullis_identity::tokens::TokenConfig {
+        issuer: i
+            .token_issuer
+            .get_or_insert_with(|| public_url.clone())
+            .clone(),
+        audience: i
+            .token_audience
+            .get_or_insert_with(|| public_url.clone())
+            .clone(),
+        access_lifetime,
+        refresh_lifetime,
+        identity_lifetime: Duration::from_secs(60),
+    };
     let build = IdentityBuild {
+        tokens,
         link_base,
         throttle,
         service,
@@ -893,11 +928,13 @@ fn resolve_route(
             AuthMode::None => RouteAuth::None,
             AuthMode::Session => RouteAuth::Session,
             AuthMode::Any => RouteAuth::Any,
-            AuthMode::Token | AuthMode::ApiKey => bail!(
-                "{at}: auth = \"token\" and \"api_key\" are not available yet; use \"session\" or \"any\""
+            AuthMode::Token => RouteAuth::Token,
+            AuthMode::ApiKey => bail!(
+                "{at}: auth = \"api_key\" is not available yet; use \"session\", \"token\" or \"any\""
             ),
         },
         roles: route.roles.clone(),
+        scopes: route.scopes.clone(),
     })
 }
 

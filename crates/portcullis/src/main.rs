@@ -7,6 +7,7 @@ mod user_cli;
 mod waf_cli;
 
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -76,6 +77,12 @@ enum Command {
     /// Explain the WAF's verdict on a payload, or measure it on a labelled corpus.
     #[command(subcommand)]
     Waf(WafCommand),
+    /// Rotate the signing key of access tokens; the old key stays in the JWKS until its last
+    /// token has expired.
+    RotateTokenKey {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Manage accounts.
     User {
         #[command(flatten)]
@@ -245,6 +252,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => waf_cli::check(&payload, &location, paranoia),
         Command::Waf(WafCommand::Eval { file, paranoia }) => waf_cli::eval(&file, paranoia),
         Command::Waf(WafCommand::Rules) => waf_cli::rules(),
+        Command::RotateTokenKey { config } => {
+            let config = config.load(Flags::default())?;
+            let store = open_store(&config).await?;
+            if config.storage_url.is_none() {
+                store.migrate().await?;
+            }
+            let tokens = token_service(&config, store).await?;
+            let kid = tokens.rotate().await?;
+            println!("new signing key {kid}; running instances pick it up on their next reload");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::User { config, command } => {
             let config = config.load(Flags::default())?;
             let store = open_store(&config).await?;
@@ -293,6 +311,22 @@ async fn shared_state(config: &Config) -> anyhow::Result<portcullis_state::Share
     }
 }
 
+/// The access-token service: the key ring from the store, sealed under the server key.
+async fn token_service(
+    config: &Config,
+    store: Store,
+) -> anyhow::Result<portcullis_identity::tokens::Tokens> {
+    let token_config = config
+        .identity
+        .as_ref()
+        .map(|build| build.tokens.clone())
+        .ok_or_else(|| anyhow::anyhow!("[identity] is disabled in this configuration"))?;
+    let key = server_key(config)?;
+    portcullis_identity::tokens::Tokens::load(store, token_config, &key, Arc::new(SystemClock))
+        .await
+        .context("loading the token signing keys")
+}
+
 /// The mailer and the base of the links it sends.
 fn mail_links(config: &Config) -> anyhow::Result<portcullis_identity::MailLinks> {
     let mail = &config.effective.mail;
@@ -310,13 +344,29 @@ fn mail_links(config: &Config) -> anyhow::Result<portcullis_identity::MailLinks>
     Ok(portcullis_identity::MailLinks { mailer, base })
 }
 
-/// The server key, or in development a random one for this process (device cookies then do not
-/// survive a restart); `config check` refuses production without a key.
-fn server_key(config: &Config) -> Vec<u8> {
-    config.secret_key.clone().unwrap_or_else(|| {
-        tracing::warn!("no server key set: using a random key for this process");
-        portcullis_identity::token::random_token().into_bytes()
-    })
+/// The server key; without one configured, a random key kept in the data dir (`server.key`,
+/// mode 0600), so that device cookies and sealed signing keys survive a restart. `config
+/// check` refuses production without a configured key.
+fn server_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(key) = &config.secret_key {
+        return Ok(key.clone());
+    }
+    let path = config.data_dir.join("server.key");
+    if let Ok(key) = std::fs::read(&path) {
+        return Ok(key.trim_ascii().to_vec());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let key = portcullis_identity::token::random_token();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(key.as_bytes())?;
+    tracing::warn!(path = %path.display(), "no server key configured: generated one in the data dir");
+    Ok(key.into_bytes())
 }
 
 /// The identity service over `store`, or `None` when `[identity]` is off.
@@ -401,14 +451,27 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|build| build.throttle.clone())
                 .unwrap_or_default();
-            let key = server_key(&config);
+            let key = server_key(&config)?;
             let links = mail_links(&config)?;
+            let tokens = token_service(&config, store.clone()).await?;
+            // Another instance (or `rotate-token-key`) may rotate the key ring: read it again
+            // every minute, well within the time a retired key keeps verifying.
+            let reloading = tokens.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    if let Err(error) = reloading.reload().await {
+                        tracing::error!(%error, "reloading the token signing keys failed");
+                    }
+                }
+            });
             Some(
                 identity
                     .with_throttle(portcullis_identity::throttle::Throttle::new(
                         state, throttle, &key,
                     ))
-                    .with_mail(links),
+                    .with_mail(links)
+                    .with_tokens(tokens),
             )
         }
         None => None,

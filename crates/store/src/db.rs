@@ -169,6 +169,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "one_time_tokens",
         include_str!("../migrations/sqlite/0003_one_time_tokens.sql"),
     ),
+    (
+        4,
+        "tokens",
+        include_str!("../migrations/sqlite/0004_tokens.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -185,6 +190,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "one_time_tokens",
         include_str!("../migrations/postgres/0003_one_time_tokens.sql"),
+    ),
+    (
+        4,
+        "tokens",
+        include_str!("../migrations/postgres/0004_tokens.sql"),
     ),
 ];
 

@@ -11,8 +11,10 @@ mod accounts;
 mod audit;
 mod db;
 mod sessions;
+mod tokens;
 
 pub use accounts::AccountRow;
 pub use audit::{AuditLog, AuditRow, ChainBreak, VerifyReport};
 pub use db::{Backend, Store, StoreConfig, StoreError};
 pub use sessions::SessionRow;
+pub use tokens::{RefreshUse, SigningKeyRow};

@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use portcullis_core::{EventKind, Reject, mask_pii};
 use portcullis_identity::{
-    Account, ClientInfo, FailureReason, IdentityError, LoginOutcome, Principal, user_agent_family,
+    Account, ClientInfo, FailureReason, IdentityError, LoginOutcome, Principal, RefreshOutcome,
+    TokenSet, user_agent_family,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -39,6 +40,23 @@ struct Registration {
     password: String,
     #[serde(default)]
     display_name: String,
+}
+
+/// How a login ends.
+enum Grant {
+    /// In a session cookie, ending the session the browser carried before.
+    Session { previous: Option<String> },
+    /// In an access and a refresh token.
+    Tokens,
+}
+
+/// `POST token` bodies, by `grant_type`.
+#[derive(Deserialize)]
+#[serde(tag = "grant_type", rename_all = "snake_case")]
+enum TokenRequest {
+    Password { email: String, password: String },
+    RefreshToken { refresh_token: String },
+    Session {},
 }
 
 #[derive(Deserialize)]
@@ -106,7 +124,47 @@ impl Gateway {
             }
             (Method::POST, "api/login") => {
                 let body: Credentials = read_json(request, max, timeout).await?;
-                self.login(handle, settings, body, client, token, ctx).await
+                let grant = Grant::Session { previous: token };
+                self.login(handle, settings, body, client, grant, ctx).await
+            }
+            (Method::POST, "api/token") => {
+                let body: TokenRequest = read_json(request, max, timeout).await?;
+                match body {
+                    TokenRequest::Password { email, password } => {
+                        let body = Credentials { email, password };
+                        self.login(handle, settings, body, client, Grant::Tokens, ctx)
+                            .await
+                    }
+                    TokenRequest::RefreshToken { refresh_token } => {
+                        self.refresh(handle, refresh_token, ctx).await
+                    }
+                    TokenRequest::Session {} => {
+                        let principal = self.session_principal(handle, token, ctx).await?;
+                        let account = principal.account;
+                        let tokens =
+                            handle
+                                .run(move |identity| async move {
+                                    identity.grant_tokens(&account).await
+                                })
+                                .await
+                                .map_err(service_failure)?;
+                        self.emit_details(
+                            EventKind::TokenIssued,
+                            ctx,
+                            serde_json::json!({ "grant": "session" }),
+                        )
+                        .await;
+                        Ok(token_response(Some(tokens)))
+                    }
+                }
+            }
+            (Method::POST, "api/token/revoke") => {
+                let body: MailedToken = read_json(request, max, timeout).await?;
+                handle
+                    .run(move |identity| async move { identity.revoke_token(&body.token).await })
+                    .await
+                    .map_err(service_failure)?;
+                Ok(respond::json(StatusCode::OK, &serde_json::json!({})))
             }
             (Method::POST, "api/logout") => self.logout(handle, settings, token, ctx).await,
             (Method::POST, "api/verify") => {
@@ -270,6 +328,43 @@ impl Gateway {
         }
     }
 
+    /// Rotates a refresh token; a reused one revokes its family and is recorded.
+    async fn refresh(
+        &self,
+        handle: &IdentityHandle,
+        refresh_token: String,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let outcome = handle
+            .run(move |identity| async move { identity.refresh(&refresh_token).await })
+            .await
+            .map_err(service_failure)?;
+        match outcome {
+            RefreshOutcome::Granted(granted) => {
+                let (tokens, account) = *granted;
+                ctx.user_id = Some(account.id);
+                self.emit_details(
+                    EventKind::TokenIssued,
+                    ctx,
+                    serde_json::json!({ "grant": "refresh_token" }),
+                )
+                .await;
+                Ok(token_response(Some(tokens)))
+            }
+            RefreshOutcome::Reused { account_id } => {
+                ctx.user_id = Some(account_id);
+                self.emit_details(
+                    EventKind::RefreshTokenReused,
+                    ctx,
+                    serde_json::json!({ "action": "family_revoked" }),
+                )
+                .await;
+                Ok(invalid_grant(&ctx.id))
+            }
+            RefreshOutcome::Invalid => Ok(invalid_grant(&ctx.id)),
+        }
+    }
+
     /// The caller of an API call that needs a session.
     async fn session_principal(
         &self,
@@ -331,29 +426,55 @@ impl Gateway {
         }
     }
 
+    /// A password login that ends in a session cookie (`Grant::Session`) or in tokens.
     async fn login(
         &self,
         handle: &IdentityHandle,
         settings: &IdentitySettings,
         body: Credentials,
         client: ClientInfo,
-        previous: Option<String>,
+        grant: Grant,
         ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
         let masked_email = mask_pii(&body.email);
+        let wants_tokens = matches!(grant, Grant::Tokens);
         let outcome = handle
             .run(move |identity| async move {
                 let outcome = identity.login(&body.email, &body.password, &client).await?;
-                // Session fixation: whatever session the browser held before is ended, and
-                // the login always starts a new one.
-                if let (LoginOutcome::Success(_), Some(previous)) = (&outcome, previous) {
-                    identity.logout(&previous).await?;
+                let LoginOutcome::Success(logged_in) = &outcome else {
+                    return Ok((outcome, None));
+                };
+                match grant {
+                    // Session fixation: whatever session the browser held before is ended,
+                    // and the login always starts a new one.
+                    Grant::Session { previous } => {
+                        if let Some(previous) = previous {
+                            identity.logout(&previous).await?;
+                        }
+                        Ok((outcome, None))
+                    }
+                    // A token client keeps no session.
+                    Grant::Tokens => {
+                        identity.logout(&logged_in.token).await?;
+                        let tokens = identity.grant_tokens(&logged_in.account).await?;
+                        Ok((outcome, Some(tokens)))
+                    }
                 }
-                Ok(outcome)
             })
             .await
             .map_err(service_failure)?;
+        let (outcome, tokens) = outcome;
         match outcome {
+            LoginOutcome::Success(logged_in) if wants_tokens => {
+                ctx.user_id = Some(logged_in.account.id.clone());
+                self.emit_details(
+                    EventKind::LoginSuccess,
+                    ctx,
+                    serde_json::json!({ "grant": "password", "rehashed": logged_in.rehashed }),
+                )
+                .await;
+                Ok(token_response(tokens))
+            }
             LoginOutcome::Success(logged_in) => {
                 ctx.user_id = Some(logged_in.account.id.clone());
                 self.emit_details(
@@ -649,6 +770,31 @@ fn rfc3339(unix_ms: i64) -> Option<String> {
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000).ok()?;
     time.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+fn token_response(tokens: Option<TokenSet>) -> Response<Body> {
+    let Some(tokens) = tokens else {
+        return respond::json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({}));
+    };
+    respond::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "access_token": tokens.access_token,
+            "token_type": "Bearer",
+            "expires_in": tokens.expires_in,
+            "refresh_token": tokens.refresh_token,
+        }),
+    )
+}
+
+fn invalid_grant(request_id: &portcullis_core::RequestId) -> Response<Body> {
+    respond::api_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+        "The refresh token is invalid, expired or revoked",
+        request_id,
+        None,
+    )
 }
 
 fn no_content() -> Response<Body> {

@@ -12,6 +12,7 @@ pub(crate) mod csrf;
 use std::future::Future;
 
 use http::header::{HeaderName, HeaderValue};
+use portcullis_identity::tokens::{Claims, Subject};
 use portcullis_identity::{Identity, IdentityError, Principal};
 
 use crate::settings::IdentityHeaderStyle;
@@ -46,6 +47,19 @@ impl IdentityHandle {
         self.runtime.spawn(work(self.identity.clone()));
     }
 
+    /// A signed identity token for the upstream (no store access, so no runtime hop).
+    pub(crate) fn identity_token(&self, caller: &Caller) -> Option<String> {
+        self.identity
+            .identity_token(&caller.subject(), caller.method)
+    }
+
+    /// The JWKS document, when tokens are on.
+    pub(crate) fn jwks(&self) -> Option<serde_json::Value> {
+        self.identity
+            .tokens()
+            .map(portcullis_identity::tokens::Tokens::jwks)
+    }
+
     /// Runs `work` on the service's runtime and waits for it.
     pub(crate) async fn run<T, F>(
         &self,
@@ -62,31 +76,94 @@ impl IdentityHandle {
     }
 }
 
-/// The identity headers for `principal`, in the configured style. Values that are not valid
-/// header text (a display name with a newline) are left out rather than sent mangled.
+/// An authenticated caller, however they authenticated.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) id: String,
+    pub(crate) email: String,
+    pub(crate) name: String,
+    pub(crate) roles: Vec<String>,
+    pub(crate) scopes: Vec<String>,
+    /// `session` or `token`.
+    pub(crate) method: &'static str,
+}
+
+impl Caller {
+    pub(crate) fn from_session(principal: &Principal) -> Self {
+        let account = &principal.account;
+        Self {
+            id: account.id.clone(),
+            email: account.email.clone(),
+            name: account.display_name.clone(),
+            roles: account.roles.clone(),
+            scopes: Vec::new(),
+            method: "session",
+        }
+    }
+
+    pub(crate) fn from_token(claims: &Claims) -> Self {
+        Self {
+            id: claims.sub.clone(),
+            email: claims.email.clone(),
+            name: claims.name.clone(),
+            roles: claims.roles.clone(),
+            scopes: claims.scopes.clone(),
+            method: "token",
+        }
+    }
+
+    pub(crate) fn subject(&self) -> Subject<'_> {
+        Subject {
+            id: &self.id,
+            email: &self.email,
+            name: &self.name,
+            roles: &self.roles,
+            scopes: &self.scopes,
+        }
+    }
+
+    /// Whether the caller holds one of `roles` (any caller when the list is empty).
+    pub(crate) fn has_role(&self, roles: &[String]) -> bool {
+        roles.is_empty() || roles.iter().any(|role| self.roles.contains(role))
+    }
+
+    /// Whether the caller carries every one of `scopes`.
+    pub(crate) fn has_scopes(&self, scopes: &[String]) -> bool {
+        scopes.iter().all(|scope| self.scopes.contains(scope))
+    }
+}
+
+/// The identity headers for `caller`, in the configured style, with the signed identity token
+/// when there is one. Values that are not valid header text (a display name with a newline)
+/// are left out rather than sent mangled.
 pub(crate) fn identity_headers(
-    principal: &Principal,
+    caller: &Caller,
     style: IdentityHeaderStyle,
-    method: &'static str,
+    identity_token: Option<String>,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let account = &principal.account;
-    let roles = account.roles.join(",");
+    let roles = caller.roles.join(",");
     let names: [(&'static str, &str); 4] = match style {
         IdentityHeaderStyle::Portcullis => [
-            ("x-portcullis-user", &account.id),
-            ("x-portcullis-email", &account.email),
-            ("x-portcullis-name", &account.display_name),
+            ("x-portcullis-user", &caller.id),
+            ("x-portcullis-email", &caller.email),
+            ("x-portcullis-name", &caller.name),
             ("x-portcullis-roles", &roles),
         ],
         IdentityHeaderStyle::Authelia => [
-            ("remote-user", &account.id),
-            ("remote-email", &account.email),
-            ("remote-name", &account.display_name),
+            ("remote-user", &caller.id),
+            ("remote-email", &caller.email),
+            ("remote-name", &caller.name),
             ("remote-groups", &roles),
         ],
     };
+    let scopes = caller.scopes.join(" ");
+    let common = [
+        ("x-portcullis-auth", caller.method),
+        ("x-portcullis-scopes", scopes.as_str()),
+    ];
     let mut headers: Vec<(HeaderName, HeaderValue)> = names
         .into_iter()
+        .chain(common)
         .filter_map(|(name, value)| {
             Some((
                 HeaderName::from_static(name),
@@ -94,17 +171,17 @@ pub(crate) fn identity_headers(
             ))
         })
         .collect();
-    headers.push((
-        HeaderName::from_static("x-portcullis-auth"),
-        HeaderValue::from_static(method),
-    ));
+    if let Some(token) = identity_token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        headers.push((HeaderName::from_static("x-portcullis-identity"), token));
+    }
     headers
 }
 
-/// Whether `principal` holds one of `roles` (any principal when the list is empty).
-pub(crate) fn has_role(principal: &Principal, roles: &[String]) -> bool {
-    roles.is_empty()
-        || roles
-            .iter()
-            .any(|role| principal.account.roles.contains(role))
+/// The token of `Authorization: Bearer <token>`.
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }

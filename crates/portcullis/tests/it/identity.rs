@@ -144,10 +144,10 @@ async fn register_login_reach_the_upstream_and_log_out_on_postgres() {
     let Some(url) = crate::support::postgres_database("identity").await else {
         return;
     };
-    let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&config(&upstream, ""), &[("PORTCULLIS_STORAGE__URL", &url)]);
     let (status, out) = run(&["migrate"], &[("PORTCULLIS_STORAGE__URL", &url)]);
     assert!(status.success(), "{out}");
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&config(&upstream, ""), &[("PORTCULLIS_STORAGE__URL", &url)]);
     session_round_trip(&gateway);
 }
 

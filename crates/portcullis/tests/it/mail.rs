@@ -56,6 +56,27 @@ fn register_verify_by_mail_log_in_reach_the_upstream_log_out() {
         &config(&upstream, &sink, "require_verified_email = true\n"),
         &[],
     );
+    verification_flow(&gateway, &sink);
+}
+
+#[tokio::test]
+async fn the_verification_flow_on_postgres() {
+    let Some(url) = crate::support::postgres_database("mail").await else {
+        return;
+    };
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let env = [("PORTCULLIS_STORAGE__URL", url.as_str())];
+    let (status, out) = crate::support::run(&["migrate"], &env);
+    assert!(status.success(), "{out}");
+    let upstream = Upstream::start("app");
+    let identity = "require_verified_email = true\n";
+    let gateway = Gateway::start(&config(&upstream, &sink, identity), &env);
+    verification_flow(&gateway, &sink);
+}
+
+fn verification_flow(gateway: &Gateway, sink: &SmtpSink) {
     let addr = gateway.addr;
     let body = format!(r#"{{"email":"nina@example.com","password":"{PASSWORD}"}}"#);
     assert_eq!(post(addr, "/auth/api/register", &body, &[]).status, 202);

@@ -17,4 +17,5 @@ mod mail;
 mod proxy;
 mod support;
 mod tls;
+mod tokens;
 mod waf;

@@ -356,7 +356,7 @@ async fn answer(
             .to_owned()
     };
     let summary = format!(
-        "{tag} path={} xff={} proto={} rid={} original={} expect={} user={} email={} roles={} auth={} remote_user={} cookie={}",
+        "{tag} path={} xff={} proto={} rid={} original={} expect={} user={} email={} roles={} auth={} remote_user={} cookie={} scopes={} identity={}",
         request.uri().path_and_query().map_or("", |pq| pq.as_str()),
         header("x-forwarded-for"),
         header("x-forwarded-proto"),
@@ -369,6 +369,8 @@ async fn answer(
         header("x-portcullis-auth"),
         header("remote-user"),
         header("cookie"),
+        header("x-portcullis-scopes"),
+        header("x-portcullis-identity"),
     );
     if request.uri().path().contains("/json") {
         let items: Vec<String> = (0..200)
