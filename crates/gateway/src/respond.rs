@@ -118,7 +118,7 @@ fn html_body(reject: Reject, request_id: &RequestId, detail: Option<&str>) -> St
     )
 }
 
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

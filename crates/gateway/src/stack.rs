@@ -57,7 +57,7 @@ pub(crate) struct RequestContext<'g> {
     pub(crate) id: RequestId,
     pub(crate) client: ClientAddr,
     pub(crate) secure: bool,
-    wants_html: bool,
+    pub(crate) wants_html: bool,
     route: Option<&'g Route>,
     /// The request's `Origin`, when the route's CORS policy allows it.
     cors_origin: Option<HeaderValue>,
@@ -74,7 +74,7 @@ pub(crate) struct RequestContext<'g> {
     /// The authenticated account, for events.
     pub(crate) user_id: Option<String>,
     /// Identity headers for the upstream, set by authentication.
-    identity_headers: Vec<(header::HeaderName, HeaderValue)>,
+    pub(crate) identity_headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl Gateway {
@@ -217,14 +217,34 @@ impl Gateway {
             ));
         }
         let request = self.inspect(request, route, ctx).await?;
-        self.authenticate(
-            request.headers(),
-            request.method(),
-            route,
-            host.as_deref(),
-            ctx,
-        )
-        .await?;
+        let authenticated = self
+            .authenticate(
+                request.headers(),
+                request.method(),
+                route,
+                host.as_deref(),
+                ctx,
+            )
+            .await;
+        match authenticated {
+            Ok(()) => {}
+            // A browser asking for a page is sent to log in first, and brought back.
+            Err((Reject::Unauthenticated, reason))
+                if ctx.wants_html
+                    && matches!(*request.method(), http::Method::GET | http::Method::HEAD) =>
+            {
+                if let Some(settings) = &self.settings.identity {
+                    self.emit(EventKind::AuthenticationRequired, ctx, &reason)
+                        .await;
+                    return Ok(auth::redirect_to_login(
+                        &settings.prefix,
+                        path_and_query.as_str(),
+                    ));
+                }
+                return Err((Reject::Unauthenticated, reason));
+            }
+            Err(rejection) => return Err(rejection),
+        }
         self.forward(request, route, path_and_query, ctx).await
     }
 
@@ -253,13 +273,28 @@ impl Gateway {
         if route.settings.auth == RouteAuth::None {
             return Ok(());
         }
+        let caller = self
+            .identify(headers, method, route.settings.auth, host, ctx)
+            .await?;
+        self.authorize(&caller, &route.settings.roles, &route.settings.scopes, ctx)
+    }
+
+    /// The caller a request authenticates as, by bearer token (where `required` accepts one)
+    /// or session cookie; cookie-authenticated unsafe requests must be same-origin.
+    pub(crate) async fn identify(
+        &self,
+        headers: &http::HeaderMap,
+        method: &http::Method,
+        required: RouteAuth,
+        host: Option<&str>,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<auth::Caller, Rejection> {
         let (Some(handle), Some(settings)) = (&self.identity, &self.settings.identity) else {
             return Err((
                 Reject::Unavailable,
                 "route needs identity, which is off".into(),
             ));
         };
-        let required = route.settings.auth;
         let bearer = auth::bearer(headers).map(str::to_owned);
         let caller = match (required, bearer) {
             // A bearer token, where tokens are accepted; never checked for CSRF, since a
@@ -300,18 +335,31 @@ impl Gateway {
             }
         };
         ctx.user_id = Some(caller.id.clone());
-        if !caller.has_role(&route.settings.roles) {
+        Ok(caller)
+    }
+
+    /// The route's roles and scopes; then the identity headers for the upstream.
+    pub(crate) fn authorize(
+        &self,
+        caller: &auth::Caller,
+        roles: &[String],
+        scopes: &[String],
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<(), Rejection> {
+        if !caller.has_role(roles) {
             return Err((
                 Reject::Forbidden,
                 "lacks every role the route requires".into(),
             ));
         }
-        if !caller.has_scopes(&route.settings.scopes) {
+        if !caller.has_scopes(scopes) {
             return Err((Reject::Forbidden, "lacks a scope the route requires".into()));
         }
-        let identity_token = handle.identity_token(&caller);
-        ctx.identity_headers =
-            auth::identity_headers(&caller, settings.header_style, identity_token);
+        if let (Some(handle), Some(settings)) = (&self.identity, &self.settings.identity) {
+            let identity_token = handle.identity_token(caller);
+            ctx.identity_headers =
+                auth::identity_headers(caller, settings.header_style, identity_token);
+        }
         Ok(())
     }
 

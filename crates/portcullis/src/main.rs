@@ -476,17 +476,42 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // No admin yet: a one-time link lets a person create the first one.
+    let needs_admin = match &identity {
+        Some(identity) => identity.admin_count().await? == 0,
+        None => false,
+    };
+    let handle = identity.map(portcullis_gateway::IdentityHandle::new);
+    let bootstrap = needs_admin
+        .then(|| {
+            handle
+                .as_ref()
+                .map(portcullis_gateway::IdentityHandle::arm_bootstrap)
+        })
+        .flatten();
+    let prefix = config
+        .settings
+        .identity
+        .as_ref()
+        .map_or_else(String::new, |i| i.prefix.clone());
     let running = portcullis_gateway::start(
         config.settings,
         events.clone(),
         Some(store),
         metrics,
-        identity.map(portcullis_gateway::IdentityHandle::new),
+        handle,
     )
     .await?;
     let scheme = if running.tls { "https" } else { "http" };
     println!("portcullis {profile:?} profile");
     println!("listening on {scheme}://{}", running.public_addr);
+    if let Some(token) = bootstrap {
+        println!(
+            "no admin yet: create the first one, once, with POST {scheme}://{}{prefix}/api/bootstrap \
+             {{\"token\": \"{token}\", \"email\": ..., \"password\": ...}}",
+            running.public_addr
+        );
+    }
     println!("admin on http://{}", running.admin_addr);
     std::io::stdout().flush()?;
     let started = SecurityEvent::new(EventKind::GatewayStarted, events.now()).with_details(

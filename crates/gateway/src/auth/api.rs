@@ -28,9 +28,9 @@ use crate::stack::{Gateway, Rejection, RequestContext};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Credentials {
-    email: String,
-    password: String,
+pub(super) struct Credentials {
+    pub(super) email: String,
+    pub(super) password: String,
 }
 
 #[derive(Deserialize)]
@@ -42,8 +42,18 @@ struct Registration {
     display_name: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bootstrap {
+    token: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    display_name: String,
+}
+
 /// How a login ends.
-enum Grant {
+pub(super) enum Grant {
     /// In a session cookie, ending the session the browser carried before.
     Session { previous: Option<String> },
     /// In an access and a refresh token.
@@ -98,6 +108,11 @@ impl Gateway {
             return Err((Reject::NoRoute, String::new()));
         };
         let method = request.method().clone();
+        // Forward-auth judges the original request, whose method and origin it is told.
+        if rest == "forward" {
+            let prefix = settings.prefix.clone();
+            return self.forward_auth(request, &prefix, ctx).await;
+        }
         if csrf::is_unsafe(&method) && !csrf::same_origin(request.headers(), host, ctx.secure) {
             return Err((
                 Reject::CsrfRejected,
@@ -118,6 +133,11 @@ impl Gateway {
         let timeout = self.settings.limits.request_timeout;
         let max = settings.max_body_bytes;
         match (method, rest) {
+            (Method::GET, "login") => Ok(self.login_page(&request, &settings.prefix)),
+            (Method::POST, "login") => {
+                self.login_form(request, handle, settings, client, token, ctx)
+                    .await
+            }
             (Method::POST, "api/register") => {
                 let body: Registration = read_json(request, max, timeout).await?;
                 self.register(handle, body, ctx).await
@@ -167,6 +187,10 @@ impl Gateway {
                 Ok(respond::json(StatusCode::OK, &serde_json::json!({})))
             }
             (Method::POST, "api/logout") => self.logout(handle, settings, token, ctx).await,
+            (Method::POST, "api/bootstrap") => {
+                let body: Bootstrap = read_json(request, max, timeout).await?;
+                self.bootstrap(handle, body, ctx).await
+            }
             (Method::POST, "api/verify") => {
                 let body: MailedToken = read_json(request, max, timeout).await?;
                 let verified = handle
@@ -328,6 +352,68 @@ impl Gateway {
         }
     }
 
+    /// Creates the first admin with the one-time token `serve` printed.
+    async fn bootstrap(
+        &self,
+        handle: &IdentityHandle,
+        body: Bootstrap,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        if !handle.take_bootstrap(&body.token) {
+            return Ok(respond::api_error(
+                StatusCode::FORBIDDEN,
+                "invalid_token",
+                "The bootstrap link is invalid or was used",
+                &ctx.id,
+                None,
+            ));
+        }
+        let token = body.token.clone();
+        let created = handle
+            .run(move |identity| async move {
+                if identity.admin_count().await? > 0 {
+                    return Err(IdentityError::Exists);
+                }
+                identity
+                    .create_account(portcullis_identity::NewAccount {
+                        email: &body.email,
+                        display_name: &body.display_name,
+                        password: Some(&body.password),
+                        roles: vec!["admin".to_owned(), "user".to_owned()],
+                        email_verified: true,
+                    })
+                    .await
+            })
+            .await;
+        match created {
+            Ok(account) => {
+                ctx.user_id = Some(account.id.clone());
+                self.emit_details(
+                    EventKind::AccountCreated,
+                    ctx,
+                    serde_json::json!({ "via": "bootstrap", "roles": ["admin", "user"] }),
+                )
+                .await;
+                Ok(respond::json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({ "user": account_json(&account) }),
+                ))
+            }
+            Err(IdentityError::Exists) => Ok(respond::api_error(
+                StatusCode::CONFLICT,
+                "admin_exists",
+                "An admin exists already, or the address is taken",
+                &ctx.id,
+                None,
+            )),
+            Err(error) => {
+                // A policy failure: the same link may be used again with a better password.
+                handle.rearm_bootstrap(&token);
+                self.identity_error(error, ctx)
+            }
+        }
+    }
+
     /// Rotates a refresh token; a reused one revokes its family and is recorded.
     async fn refresh(
         &self,
@@ -427,7 +513,7 @@ impl Gateway {
     }
 
     /// A password login that ends in a session cookie (`Grant::Session`) or in tokens.
-    async fn login(
+    pub(super) async fn login(
         &self,
         handle: &IdentityHandle,
         settings: &IdentitySettings,

@@ -8,6 +8,10 @@
 pub(crate) mod api;
 pub(crate) mod cookie;
 pub(crate) mod csrf;
+mod forward;
+mod pages;
+
+pub(crate) use pages::redirect_to_login;
 
 use std::future::Future;
 
@@ -22,6 +26,8 @@ use crate::settings::IdentityHeaderStyle;
 pub struct IdentityHandle {
     identity: Identity,
     runtime: tokio::runtime::Handle,
+    /// SHA-256 of the one-time bootstrap token, while no admin exists.
+    bootstrap: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for IdentityHandle {
@@ -36,7 +42,45 @@ impl IdentityHandle {
         Self {
             identity,
             runtime: tokio::runtime::Handle::current(),
+            bootstrap: std::sync::Arc::default(),
         }
+    }
+
+    /// Arms the one-time bootstrap link (no admin exists yet); returns its token.
+    pub fn arm_bootstrap(&self) -> String {
+        let token = portcullis_identity::token::random_token();
+        *self
+            .bootstrap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(portcullis_identity::token::token_hash(&token));
+        token
+    }
+
+    /// Uses the bootstrap token: true once, for the right token.
+    pub(crate) fn take_bootstrap(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let mut armed = self
+            .bootstrap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let offered = portcullis_identity::token::token_hash(token);
+        let matches = armed
+            .as_deref()
+            .is_some_and(|hash| bool::from(hash.as_bytes().ct_eq(offered.as_bytes())));
+        if matches {
+            *armed = None;
+        }
+        matches
+    }
+
+    /// Puts a taken bootstrap token back (the admin could not be created).
+    pub(crate) fn rearm_bootstrap(&self, token: &str) {
+        *self
+            .bootstrap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(portcullis_identity::token::token_hash(token));
     }
 
     /// Starts `work` on the service's runtime without waiting for it.

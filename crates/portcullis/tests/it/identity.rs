@@ -647,3 +647,64 @@ fn unknown_accounts_take_as_long_as_wrong_passwords() {
         "known {known:.4}s vs unknown {unknown:.4}s"
     );
 }
+
+#[test]
+fn the_first_admin_comes_from_the_one_time_bootstrap_link() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&config(&upstream, ""), &[]);
+    let token = gateway
+        .bootstrap
+        .clone()
+        .expect("serve prints a bootstrap link with no admin");
+    let body = |token: &str, email: &str, password: &str| {
+        format!(r#"{{"token":"{token}","email":"{email}","password":"{password}"}}"#)
+    };
+    let wrong = send_json(
+        gateway.addr,
+        "POST",
+        "/auth/api/bootstrap",
+        &body("x", "root@example.com", PASSWORD),
+        &[SAME_ORIGIN],
+    );
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    // A password the policy refuses leaves the link usable.
+    let weak = send_json(
+        gateway.addr,
+        "POST",
+        "/auth/api/bootstrap",
+        &body(&token, "root@example.com", "password"),
+        &[SAME_ORIGIN],
+    );
+    assert_eq!(weak.status, 400, "{}", weak.body);
+    let created = send_json(
+        gateway.addr,
+        "POST",
+        "/auth/api/bootstrap",
+        &body(&token, "root@example.com", PASSWORD),
+        &[SAME_ORIGIN],
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(created.body.contains("\"admin\""), "{}", created.body);
+    let again = send_json(
+        gateway.addr,
+        "POST",
+        "/auth/api/bootstrap",
+        &body(&token, "root2@example.com", PASSWORD),
+        &[SAME_ORIGIN],
+    );
+    assert_eq!(again.status, 403, "one time only: {}", again.body);
+    let admin = login_token(gateway.addr, "root@example.com");
+    assert_eq!(
+        get(gateway.addr, "/admin/x", &[&cookie(&admin)]).status,
+        200
+    );
+
+    // Once an admin exists, a restart prints no link.
+    let dir = gateway.stop();
+    let data = dir.0.join("data");
+    let restarted = Gateway::start(
+        &config(&upstream, ""),
+        &[("PORTCULLIS_STORAGE__URL", &sqlite_url(&data))],
+    );
+    assert!(restarted.bootstrap.is_none());
+}

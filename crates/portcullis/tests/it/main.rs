@@ -12,6 +12,7 @@
 mod audit;
 mod brute_force;
 mod config;
+mod forward;
 mod identity;
 mod mail;
 mod proxy;

@@ -60,6 +60,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub dir: TempDir,
+    /// The one-time bootstrap token `serve` printed, when no admin existed.
+    pub bootstrap: Option<String>,
 }
 
 impl Gateway {
@@ -88,7 +90,7 @@ impl Gateway {
         let mut child = command.spawn().expect("spawn portcullis");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut addr, mut admin) = (None, None);
+        let (mut addr, mut admin, mut bootstrap) = (None, None, None);
         while addr.is_none() || admin.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let status = child.wait().expect("wait");
@@ -101,6 +103,8 @@ impl Gateway {
                 addr = rest.parse().ok();
             } else if let Some(rest) = line.strip_prefix("admin on http://") {
                 admin = rest.parse().ok();
+            } else if let Some((_, rest)) = line.split_once("\"token\": \"") {
+                bootstrap = rest.split('"').next().map(str::to_owned);
             }
         }
         Self {
@@ -108,6 +112,7 @@ impl Gateway {
             addr: addr.expect("addr"),
             admin: admin.expect("admin"),
             dir,
+            bootstrap,
         }
     }
 

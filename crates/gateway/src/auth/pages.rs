@@ -1,0 +1,215 @@
+//! The login page: plain HTML, no script (so the gateway's strict CSP holds), a form that posts
+//! back to the gateway with a synchronizer token, and a `next` that may only be a same-origin
+//! relative path, so the login can never be used as an open redirect.
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use portcullis_identity::ClientInfo;
+use subtle::ConstantTimeEq as _;
+
+use super::api::Grant;
+use super::forward::found;
+use super::{IdentityHandle, cookie};
+use crate::body::{Body, full};
+use crate::respond::escape_html;
+use crate::settings::IdentitySettings;
+use crate::stack::{Gateway, Rejection, RequestContext};
+
+/// The synchronizer-token cookie of the login form.
+const CSRF_COOKIE: &str = "__Host-portcullis_csrf";
+
+/// `next` when it is a same-origin relative path (`/x`, not `//host`, `/\host` or `http:`),
+/// else `/`.
+pub(crate) fn safe_next(next: &str) -> &str {
+    let bytes = next.as_bytes();
+    let relative = bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control)
+        && next.len() <= 2048;
+    if relative { next } else { "/" }
+}
+
+/// `302` to the login page, coming back to `uri` afterwards.
+pub(crate) fn redirect_to_login(prefix: &str, uri: &str) -> Response<Body> {
+    let next: String = form_urlencoded::byte_serialize(safe_next(uri).as_bytes()).collect();
+    found(&format!("{prefix}/login?next={next}"))
+}
+
+fn page(prefix: &str, next: &str, csrf: &str, error: Option<&str>) -> Response<Body> {
+    let error = error
+        .map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", escape_html(e)))
+        .unwrap_or_default();
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Log in</title></head>\
+         <body><main><h1>Log in</h1>{error}\
+         <form method=\"post\" action=\"{prefix}/login\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{next}\">\
+         <p><label for=\"email\">E-mail address</label><br><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></p>\
+         <p><label for=\"password\">Password</label><br><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></p>\
+         <p><button type=\"submit\">Log in</button></p></form></main></body></html>",
+        prefix = escape_html(prefix),
+        csrf = escape_html(csrf),
+        next = escape_html(safe_next(next)),
+    );
+    let mut response = Response::new(full(html));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The form's token: the browser's CSRF cookie, or a new one set with the page.
+fn csrf_token(request: &Request<Incoming>) -> (String, bool) {
+    match cookie::read(request.headers(), CSRF_COOKIE) {
+        Some(token) if token.len() == 43 => (token.to_owned(), false),
+        _ => (portcullis_identity::token::random_token(), true),
+    }
+}
+
+impl Gateway {
+    /// `GET {prefix}/login`.
+    pub(crate) fn login_page(&self, request: &Request<Incoming>, prefix: &str) -> Response<Body> {
+        let next = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .find(|(key, _)| key == "next")
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        let (csrf, new) = csrf_token(request);
+        let mut response = page(prefix, &next, &csrf, None);
+        if new
+            && let Some(cookie) =
+                cookie::set(CSRF_COOKIE, &csrf, std::time::Duration::from_secs(3600))
+        {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+
+    /// `POST {prefix}/login` from the form: the synchronizer token, then the same login as the
+    /// API; success redirects (303) to `next` with the session cookie.
+    pub(crate) async fn login_form(
+        &self,
+        request: Request<Incoming>,
+        handle: &IdentityHandle,
+        settings: &IdentitySettings,
+        client: ClientInfo,
+        previous: Option<String>,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let prefix = settings.prefix.clone();
+        let cookie_token = cookie::read(request.headers(), CSRF_COOKIE).map(str::to_owned);
+        let timeout = self.settings.limits.request_timeout;
+        let body = tokio::time::timeout(
+            timeout,
+            Limited::new(request.into_body(), settings.max_body_bytes).collect(),
+        )
+        .await
+        .map_err(|_| {
+            (
+                portcullis_core::Reject::RequestTimeout,
+                "form not received in time".to_owned(),
+            )
+        })?
+        .map_err(|_| {
+            (
+                portcullis_core::Reject::BadRequest,
+                "form could not be read".to_owned(),
+            )
+        })?
+        .to_bytes();
+        let field = |name: &str| {
+            form_urlencoded::parse(&body)
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default()
+        };
+        let (form_token, next) = (field("csrf"), field("next"));
+        let valid = cookie_token
+            .as_deref()
+            .is_some_and(|cookie| bool::from(cookie.as_bytes().ct_eq(form_token.as_bytes())));
+        if !valid {
+            return Err((
+                portcullis_core::Reject::CsrfRejected,
+                "login form without its synchronizer token".into(),
+            ));
+        }
+        let credentials = super::api::Credentials {
+            email: field("email"),
+            password: field("password"),
+        };
+        let outcome = self
+            .login(
+                handle,
+                settings,
+                credentials,
+                client,
+                Grant::Session { previous },
+                ctx,
+            )
+            .await;
+        let message = match outcome {
+            Ok(response) if response.status() == StatusCode::OK => {
+                let mut redirect = found(safe_next(&next));
+                *redirect.status_mut() = StatusCode::SEE_OTHER;
+                for cookie in response.headers().get_all(header::SET_COOKIE) {
+                    redirect
+                        .headers_mut()
+                        .append(header::SET_COOKIE, cookie.clone());
+                }
+                return Ok(redirect);
+            }
+            Ok(response) => {
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+                (
+                    status,
+                    message.unwrap_or_else(|| "The login failed".to_owned()),
+                )
+            }
+            Err((reject, _)) => (
+                StatusCode::from_u16(reject.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+                reject.message().to_owned(),
+            ),
+        };
+        let (csrf, _) = (cookie_token.unwrap_or_default(), ());
+        let mut response = page(&prefix, &next, &csrf, Some(&message.1));
+        *response.status_mut() = message.0;
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_only_ever_a_local_path() {
+        assert_eq!(safe_next("/app/reports?q=1"), "/app/reports?q=1");
+        for hostile in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "",
+            "/a\\b",
+            "/a\nb",
+            "evil",
+        ] {
+            assert_eq!(safe_next(hostile), "/", "{hostile:?}");
+        }
+    }
+}
