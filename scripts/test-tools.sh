@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the tests use besides the Rust toolchain and the services: Python's aiosmtpd,
-# the local SMTP sink that mail tests send to. Idempotent.
+# Installs what the tests use besides the Rust toolchain and the services: Python's aiosmtpd
+# (the local SMTP sink of the mail tests) and nginx (the forward-auth test puts it in front of
+# Portcullis, configured as docs/forward-auth.md shows). Idempotent.
 set -euo pipefail
 if ! python3 -c "import aiosmtpd" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
 fi
 python3 -c "import aiosmtpd; print('test tools: aiosmtpd', aiosmtpd.__version__)"
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
+fi
+echo "test tools: $(/usr/sbin/nginx -v 2>&1 || nginx -v 2>&1)"

@@ -109,9 +109,11 @@ impl Gateway {
         };
         let method = request.method().clone();
         // Forward-auth judges the original request, whose method and origin it is told.
-        if rest == "forward" {
+        if rest == "forward" || rest == "auth-request" {
             let prefix = settings.prefix.clone();
-            return self.forward_auth(request, &prefix, ctx).await;
+            // nginx's auth_request passes on only 2xx, 401 and 403: never redirect it.
+            let redirect = rest == "forward";
+            return self.forward_auth(request, &prefix, redirect, ctx).await;
         }
         if csrf::is_unsafe(&method) && !csrf::same_origin(request.headers(), host, ctx.secure) {
             return Err((

@@ -1,8 +1,10 @@
 //! Forward-auth for deployments that keep nginx (`auth_request`), Traefik (`ForwardAuth`) or
-//! Caddy (`forward_auth`) in front: they ask `{prefix}/forward` about each request, passing its
-//! method, host and URI in `X-Forwarded-Method`, `-Host` and `-Uri` with the client's own
-//! headers. The answer is 200 with the identity headers (for the proxy to copy upstream), 401,
-//! 403, or for browsers a 302 to the login page with the original path as `next`.
+//! Caddy (`forward_auth`) in front: they ask `{prefix}/forward` (Traefik, Caddy) or
+//! `{prefix}/auth-request` (nginx) about each request, passing its method, host and URI in
+//! `X-Forwarded-Method`, `-Host` and `-Uri` with the client's own headers. The answer is 200
+//! with the identity headers (for the proxy to copy upstream), 401, 403, or on `forward` for
+//! browsers a 302 to the login page with the original path as `next`; nginx turns a 302 from
+//! `auth_request` into a 500, so it gets 401 and redirects itself (`error_page 401`).
 //!
 //! Roles and scopes a location requires go in the query: `/auth/forward?roles=admin,ops`.
 
@@ -22,6 +24,7 @@ impl Gateway {
         &self,
         request: Request<Incoming>,
         prefix: &str,
+        redirect: bool,
         ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
         let headers = request.headers();
@@ -64,7 +67,7 @@ impl Gateway {
                 out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 Ok(response)
             }
-            Err((Reject::Unauthenticated, reason)) if ctx.wants_html => {
+            Err((Reject::Unauthenticated, reason)) if redirect && ctx.wants_html => {
                 self.emit_details(
                     EventKind::AuthenticationRequired,
                     ctx,

@@ -196,3 +196,110 @@ fn form_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// nginx with `auth_request`, configured as `docs/forward-auth.md` shows (without TLS), in
+/// front of the upstream and of Portcullis: a browser is sent to log in, a session reaches the
+/// application with the identity headers, and a forged identity header does not.
+#[test]
+fn nginx_auth_request_as_documented() {
+    let Some(nginx) = which("nginx") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but nginx is missing (scripts/test-tools.sh installs it)"
+        );
+        eprintln!("SKIPPED nginx_auth_request_as_documented: nginx is not installed");
+        return;
+    };
+    let upstream = Upstream::start("app");
+    let config = "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n\
+                  [[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\n";
+    let portcullis = Gateway::start(config, &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dir = crate::support::TempDir::new("nginx");
+    let conf = format!(
+        "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n\
+         uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+         server {{\n  listen 127.0.0.1:{port};\n  server_name app.test;\n\
+          location /auth/ {{\n   proxy_pass http://{pc};\n   proxy_set_header Host $host;\n   proxy_set_header X-Forwarded-For $remote_addr;\n   proxy_set_header X-Forwarded-Proto $scheme;\n  }}\n\
+          location = /_portcullis {{\n   internal;\n   proxy_pass http://{pc}/auth/auth-request;\n   proxy_pass_request_body off;\n   proxy_set_header Content-Length \"\";\n\
+           proxy_set_header Host $host;\n   proxy_set_header X-Forwarded-Method $request_method;\n   proxy_set_header X-Forwarded-Host $host;\n\
+           proxy_set_header X-Forwarded-Uri $request_uri;\n   proxy_set_header X-Forwarded-For $remote_addr;\n   proxy_set_header X-Forwarded-Proto $scheme;\n  }}\n\
+          location / {{\n   auth_request /_portcullis;\n   auth_request_set $portcullis_user $upstream_http_x_portcullis_user;\n\
+           auth_request_set $portcullis_email $upstream_http_x_portcullis_email;\n   auth_request_set $portcullis_roles $upstream_http_x_portcullis_roles;\n\
+           auth_request_set $portcullis_identity $upstream_http_x_portcullis_identity;\n   proxy_set_header X-Portcullis-User $portcullis_user;\n\
+           proxy_set_header X-Portcullis-Email $portcullis_email;\n   proxy_set_header X-Portcullis-Roles $portcullis_roles;\n\
+           proxy_set_header X-Portcullis-Identity $portcullis_identity;\n   error_page 401 = @login;\n   proxy_pass http://{up};\n  }}\n\
+          location @login {{\n   return 302 /auth/login?next=$request_uri;\n  }}\n }}\n}}\n",
+        d = dir.0.display(),
+        pc = portcullis.addr,
+        up = upstream.addr,
+    );
+    let conf_path = dir.write("nginx.conf", &conf);
+    let mut child = std::process::Command::new(nginx)
+        .arg("-c")
+        .arg(&conf_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let front: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(front).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let check = || {
+        assert!(up, "nginx did not start");
+        let body = format!(r#"{{"email":"vera@example.com","password":"{PASSWORD}"}}"#);
+        assert_eq!(
+            send_json(front, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
+            202
+        );
+        // A browser without a session is sent to the login page, to come back to /dash.
+        let browser = get(front, "/dash", &[HTML]);
+        assert_eq!(browser.status, 302, "{}", browser.body);
+        // nginx makes the location absolute, on its own host.
+        let location = browser.header("location").unwrap_or_default();
+        let expected = format!(":{port}/auth/login?next=/dash");
+        assert!(location.ends_with(&expected), "{location}");
+        let login = send_json(front, "POST", "/auth/api/login", &body, &[ORIGIN]);
+        assert_eq!(login.status, 200, "{}", login.body);
+        let cookie = login
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .map(|c| format!("Cookie: {c}"))
+            .expect("session");
+        let reply = get(front, "/dash", &[&cookie, "X-Portcullis-Roles: admin"]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            reply.body.contains("email=vera@example.com "),
+            "{}",
+            reply.body
+        );
+        assert!(
+            reply.body.contains("roles=user "),
+            "the forged role is replaced: {}",
+            reply.body
+        );
+        assert!(!reply.body.contains("identity=- "), "{}", reply.body);
+    };
+    let outcome = std::panic::catch_unwind(check);
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|path| path.exists())
+}
