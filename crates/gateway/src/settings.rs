@@ -61,6 +61,8 @@ pub struct IdentitySettings {
     pub header_style: IdentityHeaderStyle,
     /// Largest accepted body of an identity API request.
     pub max_body_bytes: usize,
+    /// Serve the OpenAPI document of the identity API (not in production).
+    pub openapi: bool,
 }
 
 /// Names of the identity headers sent upstream.

@@ -647,7 +647,7 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
     let waf = resolve_waf(&mut raw.waf, &preset, profile)?;
     let default_public_url = format!("http://{listen}");
     let (identity_settings, identity) =
-        resolve_identity(&mut raw.identity, &preset, &default_public_url)?;
+        resolve_identity(&mut raw.identity, &preset, &default_public_url, !hide_docs)?;
 
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (index, route) in raw.routes.iter_mut().enumerate() {
@@ -691,6 +691,7 @@ fn resolve_identity(
     i: &mut RawIdentity,
     preset: &Presets,
     default_public_url: &str,
+    show_docs: bool,
 ) -> anyhow::Result<(Option<IdentitySettings>, Option<IdentityBuild>)> {
     use portcullis_identity::password::{HashParams, PasswordPolicy};
     if !*i.enabled.get_or_insert(true) {
@@ -781,6 +782,7 @@ fn resolve_identity(
             HeaderStyle::Authelia => IdentityHeaderStyle::Authelia,
         },
         max_body_bytes: 16 * 1024,
+        openapi: show_docs,
     };
     let max_wait = duration(
         "identity.login_max_wait",

@@ -52,6 +52,9 @@ struct Bootstrap {
     display_name: String,
 }
 
+/// The OpenAPI document of this API, served where API docs are shown (not in production).
+const OPENAPI: &str = include_str!("openapi.json");
+
 /// How a login ends.
 pub(super) enum Grant {
     /// In a session cookie, ending the session the browser carried before.
@@ -136,6 +139,24 @@ impl Gateway {
         let max = settings.max_body_bytes;
         match (method, rest) {
             (Method::GET, "login") => Ok(self.login_page(&request, &settings.prefix)),
+            (Method::GET, "api/openapi.json") if settings.openapi => {
+                let mut response = Response::new(crate::body::full(OPENAPI));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Ok(response)
+            }
+            (Method::GET, page) if super::pages::LinkPage::of(page).is_some() => {
+                let which =
+                    super::pages::LinkPage::of(page).unwrap_or(super::pages::LinkPage::Verify);
+                Ok(self.link_page(&request, &settings.prefix, which))
+            }
+            (Method::POST, page) if super::pages::LinkPage::of(page).is_some() => {
+                let which =
+                    super::pages::LinkPage::of(page).unwrap_or(super::pages::LinkPage::Verify);
+                self.link_form(request, handle, settings, which, ctx).await
+            }
             (Method::POST, "login") => {
                 self.login_form(request, handle, settings, client, token, ctx)
                     .await

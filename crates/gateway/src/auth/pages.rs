@@ -38,22 +38,16 @@ pub(crate) fn redirect_to_login(prefix: &str, uri: &str) -> Response<Body> {
     found(&format!("{prefix}/login?next={next}"))
 }
 
-fn page(prefix: &str, next: &str, csrf: &str, error: Option<&str>) -> Response<Body> {
+/// A whole page: the title as heading, an optional error, then `main` (already escaped).
+fn html_page(title: &str, error: Option<&str>, main: &str) -> Response<Body> {
     let error = error
         .map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", escape_html(e)))
         .unwrap_or_default();
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Log in</title></head>\
-         <body><main><h1>Log in</h1>{error}\
-         <form method=\"post\" action=\"{prefix}/login\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{next}\">\
-         <p><label for=\"email\">E-mail address</label><br><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></p>\
-         <p><label for=\"password\">Password</label><br><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></p>\
-         <p><button type=\"submit\">Log in</button></p></form></main></body></html>",
-        prefix = escape_html(prefix),
-        csrf = escape_html(csrf),
-        next = escape_html(safe_next(next)),
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title></head>\
+         <body><main><h1>{title}</h1>{error}{main}</main></body></html>",
+        title = escape_html(title),
     );
     let mut response = Response::new(full(html));
     let headers = response.headers_mut();
@@ -65,6 +59,82 @@ fn page(prefix: &str, next: &str, csrf: &str, error: Option<&str>) -> Response<B
     response
 }
 
+fn page(prefix: &str, next: &str, csrf: &str, error: Option<&str>) -> Response<Body> {
+    let form = format!(
+        "<form method=\"post\" action=\"{prefix}/login\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{next}\">\
+         <p><label for=\"email\">E-mail address</label><br><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></p>\
+         <p><label for=\"password\">Password</label><br><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></p>\
+         <p><button type=\"submit\">Log in</button></p></form>",
+        prefix = escape_html(prefix),
+        csrf = escape_html(csrf),
+        next = escape_html(safe_next(next)),
+    );
+    html_page("Log in", error, &form)
+}
+
+/// What a mailed link's page does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkPage {
+    /// `{prefix}/verify`: verify the e-mail address.
+    Verify,
+    /// `{prefix}/reset`: choose a new password.
+    Reset,
+    /// `{prefix}/unlock`: let this browser log in to an account under attack.
+    Unlock,
+}
+
+impl LinkPage {
+    pub(crate) fn of(path: &str) -> Option<Self> {
+        match path {
+            "verify" => Some(Self::Verify),
+            "reset" => Some(Self::Reset),
+            "unlock" => Some(Self::Unlock),
+            _ => None,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Reset => "reset",
+            Self::Unlock => "unlock",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Verify => "Verify your e-mail address",
+            Self::Reset => "Choose a new password",
+            Self::Unlock => "Allow this browser",
+        }
+    }
+
+    /// The form: opening the link changes nothing (mail scanners follow links); the button does.
+    fn form(self, prefix: &str, token: &str, csrf: &str) -> String {
+        let password = if self == Self::Reset {
+            "<p><label for=\"password\">New password</label><br><input id=\"password\" name=\"password\" \
+             type=\"password\" autocomplete=\"new-password\" required></p>"
+        } else {
+            ""
+        };
+        let button = match self {
+            Self::Verify => "Verify",
+            Self::Reset => "Set the password",
+            Self::Unlock => "Allow this browser to log in",
+        };
+        format!(
+            "<form method=\"post\" action=\"{prefix}/{path}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             {password}<p><button type=\"submit\">{button}</button></p></form>",
+            prefix = escape_html(prefix),
+            path = self.path(),
+            csrf = escape_html(csrf),
+            token = escape_html(token),
+        )
+    }
+}
+
 /// The form's token: the browser's CSRF cookie, or a new one set with the page.
 fn csrf_token(request: &Request<Incoming>) -> (String, bool) {
     match cookie::read(request.headers(), CSRF_COOKIE) {
@@ -74,6 +144,171 @@ fn csrf_token(request: &Request<Incoming>) -> (String, bool) {
 }
 
 impl Gateway {
+    /// `GET {prefix}/verify|reset|unlock?token=...`: the page a mailed link opens.
+    pub(crate) fn link_page(
+        &self,
+        request: &Request<Incoming>,
+        prefix: &str,
+        which: LinkPage,
+    ) -> Response<Body> {
+        let token = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .find(|(key, _)| key == "token")
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default();
+        let (csrf, new) = csrf_token(request);
+        let mut response = html_page(which.title(), None, &which.form(prefix, &token, &csrf));
+        if new
+            && let Some(cookie) =
+                cookie::set(CSRF_COOKIE, &csrf, std::time::Duration::from_secs(3600))
+        {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+
+    /// `POST {prefix}/verify|reset|unlock` from a link page's form.
+    pub(crate) async fn link_form(
+        &self,
+        request: Request<Incoming>,
+        handle: &IdentityHandle,
+        settings: &IdentitySettings,
+        which: LinkPage,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let (fields, csrf) = self
+            .read_form(request, settings.max_body_bytes, &["token", "password"])
+            .await?;
+        let [token, password] = fields;
+        let prefix = settings.prefix.clone();
+        let login_link = format!(
+            "<p><a href=\"{}/login\">Log in</a></p>",
+            escape_html(&prefix)
+        );
+        let outcome = match which {
+            LinkPage::Verify => {
+                let token = token.clone();
+                handle
+                    .run(move |identity| async move {
+                        identity.verify_email(&token).await.map(|_| None)
+                    })
+                    .await
+            }
+            LinkPage::Reset => {
+                let (token, password) = (token.clone(), password);
+                handle
+                    .run(move |identity| async move {
+                        identity
+                            .reset_password(&token, &password)
+                            .await
+                            .map(|_| None)
+                    })
+                    .await
+            }
+            LinkPage::Unlock => {
+                let token = token.clone();
+                handle
+                    .run(move |identity| async move {
+                        identity.unlock(&token).await.map(|(_, device)| device)
+                    })
+                    .await
+            }
+        };
+        match outcome {
+            Ok(device) => {
+                let done = match which {
+                    LinkPage::Verify => "Your e-mail address is verified.",
+                    LinkPage::Reset => {
+                        "Your password is changed, and every session of your account has ended."
+                    }
+                    LinkPage::Unlock => "This browser may log in to your account now.",
+                };
+                if which == LinkPage::Reset {
+                    self.emit_details(
+                        portcullis_core::EventKind::PasswordChanged,
+                        ctx,
+                        serde_json::json!({ "via": "reset_page", "sessions": "revoked" }),
+                    )
+                    .await;
+                }
+                let mut response =
+                    html_page(which.title(), None, &format!("<p>{done}</p>{login_link}"));
+                if let Some(cookie) = device.as_deref().and_then(|device| {
+                    cookie::set(
+                        &settings.device_cookie_name,
+                        device,
+                        settings.device_cookie_max_age,
+                    )
+                }) {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                Ok(response)
+            }
+            Err(portcullis_identity::IdentityError::Policy(violations)) => {
+                let mut response = html_page(
+                    which.title(),
+                    Some(&violations.message),
+                    &which.form(&prefix, &token, &csrf),
+                );
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+                Ok(response)
+            }
+            Err(portcullis_identity::IdentityError::InvalidToken) => {
+                let mut response = html_page(
+                    which.title(),
+                    Some("The link is invalid or has expired."),
+                    &login_link,
+                );
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+                Ok(response)
+            }
+            Err(error) => Err(super::api::service_failure(error)),
+        }
+    }
+
+    /// Reads a form of at most `max` bytes whose synchronizer token matches the browser's CSRF
+    /// cookie; returns the named fields (empty when absent) and the token.
+    async fn read_form<const N: usize>(
+        &self,
+        request: Request<Incoming>,
+        max: usize,
+        names: &[&str; N],
+    ) -> Result<([String; N], String), Rejection> {
+        let cookie_token = cookie::read(request.headers(), CSRF_COOKIE).map(str::to_owned);
+        let timeout = self.settings.limits.request_timeout;
+        let body = tokio::time::timeout(timeout, Limited::new(request.into_body(), max).collect())
+            .await
+            .map_err(|_| {
+                (
+                    portcullis_core::Reject::RequestTimeout,
+                    "form not received in time".to_owned(),
+                )
+            })?
+            .map_err(|_| {
+                (
+                    portcullis_core::Reject::BadRequest,
+                    "form could not be read".to_owned(),
+                )
+            })?
+            .to_bytes();
+        let field = |name: &str| {
+            form_urlencoded::parse(&body)
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default()
+        };
+        let form_token = field("csrf");
+        let cookie_token = cookie_token.unwrap_or_default();
+        let valid = !cookie_token.is_empty()
+            && bool::from(cookie_token.as_bytes().ct_eq(form_token.as_bytes()));
+        if !valid {
+            return Err((
+                portcullis_core::Reject::CsrfRejected,
+                "form without its synchronizer token".into(),
+            ));
+        }
+        Ok((names.map(field), cookie_token))
+    }
+
     /// `GET {prefix}/login`.
     pub(crate) fn login_page(&self, request: &Request<Incoming>, prefix: &str) -> Response<Body> {
         let next = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
@@ -103,46 +338,14 @@ impl Gateway {
         ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
         let prefix = settings.prefix.clone();
-        let cookie_token = cookie::read(request.headers(), CSRF_COOKIE).map(str::to_owned);
-        let timeout = self.settings.limits.request_timeout;
-        let body = tokio::time::timeout(
-            timeout,
-            Limited::new(request.into_body(), settings.max_body_bytes).collect(),
-        )
-        .await
-        .map_err(|_| {
-            (
-                portcullis_core::Reject::RequestTimeout,
-                "form not received in time".to_owned(),
+        let ([email, password, next], csrf) = self
+            .read_form(
+                request,
+                settings.max_body_bytes,
+                &["email", "password", "next"],
             )
-        })?
-        .map_err(|_| {
-            (
-                portcullis_core::Reject::BadRequest,
-                "form could not be read".to_owned(),
-            )
-        })?
-        .to_bytes();
-        let field = |name: &str| {
-            form_urlencoded::parse(&body)
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
-                .unwrap_or_default()
-        };
-        let (form_token, next) = (field("csrf"), field("next"));
-        let valid = cookie_token
-            .as_deref()
-            .is_some_and(|cookie| bool::from(cookie.as_bytes().ct_eq(form_token.as_bytes())));
-        if !valid {
-            return Err((
-                portcullis_core::Reject::CsrfRejected,
-                "login form without its synchronizer token".into(),
-            ));
-        }
-        let credentials = super::api::Credentials {
-            email: field("email"),
-            password: field("password"),
-        };
+            .await?;
+        let credentials = super::api::Credentials { email, password };
         let outcome = self
             .login(
                 handle,
@@ -185,7 +388,6 @@ impl Gateway {
                 reject.message().to_owned(),
             ),
         };
-        let (csrf, _) = (cookie_token.unwrap_or_default(), ());
         let mut response = page(&prefix, &next, &csrf, Some(&message.1));
         *response.status_mut() = message.0;
         Ok(response)

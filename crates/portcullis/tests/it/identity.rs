@@ -708,3 +708,45 @@ fn the_first_admin_comes_from_the_one_time_bootstrap_link() {
     );
     assert!(restarted.bootstrap.is_none());
 }
+
+/// The OpenAPI document of the identity API is served in development, names only calls that
+/// exist, and is hidden in production.
+#[test]
+fn the_openapi_document_matches_the_api_and_is_hidden_in_production() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&config(&upstream, ""), &[]);
+    let reply = get(gateway.addr, "/auth/api/openapi.json", &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let doc: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 15, "{}", paths.len());
+    for (path, methods) in paths {
+        for method in methods.as_object().expect("methods").keys() {
+            let target = format!("/auth{}", path.replace("{id}", "no-such-session"));
+            let reply = send_json(
+                gateway.addr,
+                &method.to_uppercase(),
+                &target,
+                "{}",
+                &[SAME_ORIGIN],
+            );
+            assert_ne!(
+                reply.status, 404,
+                "{method} {target} is documented but missing"
+            );
+        }
+    }
+    let production = format!("{}{}", crate::support::PRODUCTION, config(&upstream, ""));
+    let production = Gateway::start(
+        &production,
+        &[(
+            "PORTCULLIS_SERVER__SECRET_KEY",
+            "0123456789abcdef0123456789abcdef",
+        )],
+    );
+    assert_eq!(
+        get(production.addr, "/auth/api/openapi.json", &[]).status,
+        404
+    );
+}

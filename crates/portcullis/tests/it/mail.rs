@@ -268,3 +268,90 @@ fn an_unlock_link_lets_a_fresh_browser_into_an_account_under_attack() {
     );
     assert_eq!(reply.status, 403, "{}", reply.body);
 }
+
+/// The mailed links open pages; opening one changes nothing (mail scanners follow links), the
+/// page's button does, with the synchronizer token.
+#[test]
+fn mailed_links_open_pages_that_act_only_when_submitted() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(
+        &config(&upstream, &sink, "require_verified_email = true\n"),
+        &[],
+    );
+    let addr = gateway.addr;
+    let body = format!(r#"{{"email":"rhea@example.com","password":"{PASSWORD}"}}"#);
+    assert_eq!(post(addr, "/auth/api/register", &body, &[]).status, 202);
+    let token = SmtpSink::token(
+        &sink.wait_for("rhea@example.com", "verify?token="),
+        "verify",
+    );
+
+    let submit = |path: &str, token: &str, password: &str| {
+        let page = get(
+            addr,
+            &format!("/auth/{path}?token={token}"),
+            &["Accept: text/html"],
+        );
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(!page.body.contains("<script"), "{}", page.body);
+        let csrf = set_cookie(&page, "__Host-portcullis_csrf").expect("csrf cookie");
+        assert!(
+            page.body
+                .contains(&format!("name=\"csrf\" value=\"{csrf}\"")),
+            "{}",
+            page.body
+        );
+        let form = format!(
+            "csrf={csrf}&token={token}&password={}",
+            password.replace(' ', "+")
+        );
+        let head = format!(
+            "POST /auth/{path} HTTP/1.1\r\nHost: app.test\r\n{ORIGIN}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nCookie: __Host-portcullis_csrf={csrf}",
+            form.len()
+        );
+        crate::support::raw(addr, &head, form.as_bytes())
+    };
+
+    // Opening the page verified nothing yet.
+    let page = get(
+        addr,
+        &format!("/auth/verify?token={token}"),
+        &["Accept: text/html"],
+    );
+    assert_eq!(page.status, 200);
+    assert_eq!(login(addr, "rhea@example.com", PASSWORD, &[]).status, 403);
+    let done = submit("verify", &token, "");
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("is verified"), "{}", done.body);
+    assert_eq!(login(addr, "rhea@example.com", PASSWORD, &[]).status, 200);
+
+    let reset = post(
+        addr,
+        "/auth/api/reset/request",
+        r#"{"email":"rhea@example.com"}"#,
+        &[],
+    );
+    assert_eq!(reset.status, 202);
+    let token = SmtpSink::token(&sink.wait_for("rhea@example.com", "reset?token="), "reset");
+    let weak = submit("reset", &token, "password");
+    assert_eq!(weak.status, 400, "{}", weak.body);
+    assert!(weak.body.contains("commonly used"), "{}", weak.body);
+    let new_password = "amber kettle hums at dawn";
+    let done = submit("reset", &token, new_password);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(
+        login(addr, "rhea@example.com", new_password, &[]).status,
+        200
+    );
+    let reused = submit("reset", &token, "yet another long passphrase");
+    assert_eq!(reused.status, 400, "{}", reused.body);
+    assert!(
+        reused.body.contains("invalid or has expired"),
+        "{}",
+        reused.body
+    );
+}
