@@ -274,15 +274,7 @@ impl Gateway {
                     Ok((account, device)) => {
                         ctx.user_id = Some(account.id);
                         let mut response = no_content();
-                        if let Some(cookie) = device.as_deref().and_then(|device| {
-                            cookie::set(
-                                &settings.device_cookie_name,
-                                device,
-                                settings.device_cookie_max_age,
-                            )
-                        }) {
-                            response.headers_mut().append(header::SET_COOKIE, cookie);
-                        }
+                        cookie::append_device(&mut response, settings, device.as_deref());
                         Ok(response)
                     }
                     Err(error) => self.identity_error(error, ctx),
@@ -611,15 +603,7 @@ impl Gateway {
                 ) {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
-                if let Some(cookie) = logged_in.device_cookie.as_deref().and_then(|device| {
-                    cookie::set(
-                        &settings.device_cookie_name,
-                        device,
-                        settings.device_cookie_max_age,
-                    )
-                }) {
-                    response.headers_mut().append(header::SET_COOKIE, cookie);
-                }
+                cookie::append_device(&mut response, settings, logged_in.device_cookie.as_deref());
                 Ok(response)
             }
             LoginOutcome::Throttled { retry_after } => {

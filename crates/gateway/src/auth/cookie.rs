@@ -37,6 +37,23 @@ pub(crate) fn set(name: &str, token: &str, max_age: Duration) -> Option<HeaderVa
     .ok()
 }
 
+/// Adds the device cookie (`device`, when there is one) to `response`.
+pub(crate) fn append_device(
+    response: &mut http::Response<crate::body::Body>,
+    settings: &crate::settings::IdentitySettings,
+    device: Option<&str>,
+) {
+    if let Some(cookie) = device.and_then(|device| {
+        set(
+            &settings.device_cookie_name,
+            device,
+            settings.device_cookie_max_age,
+        )
+    }) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+}
+
 /// `Set-Cookie` that removes the session cookie.
 pub(crate) fn clear(name: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(

@@ -232,15 +232,7 @@ impl Gateway {
                 }
                 let mut response =
                     html_page(which.title(), None, &format!("<p>{done}</p>{login_link}"));
-                if let Some(cookie) = device.as_deref().and_then(|device| {
-                    cookie::set(
-                        &settings.device_cookie_name,
-                        device,
-                        settings.device_cookie_max_age,
-                    )
-                }) {
-                    response.headers_mut().append(header::SET_COOKIE, cookie);
-                }
+                cookie::append_device(&mut response, settings, device.as_deref());
                 Ok(response)
             }
             Err(portcullis_identity::IdentityError::Policy(violations)) => {
