@@ -507,9 +507,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     println!("listening on {scheme}://{}", running.public_addr);
     if let Some(token) = bootstrap {
         println!(
-            "no admin yet: create the first one, once, with POST {scheme}://{}{prefix}/api/bootstrap \
-             {{\"token\": \"{token}\", \"email\": ..., \"password\": ...}}",
-            running.public_addr
+            "no admin yet: create the first one, once, at {scheme}://{addr}{prefix}/bootstrap?token={token} \
+             (or POST {prefix}/api/bootstrap {{\"token\": \"{token}\", \"email\": ..., \"password\": ...}})",
+            addr = running.public_addr
         );
     }
     println!("admin on http://{}", running.admin_addr);

@@ -46,6 +46,14 @@ pub(crate) enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List an account's sessions.
+    Sessions {
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End one session of an account (ids from `user sessions`).
+    RevokeSession { account: String, session: String },
     /// Lock an account: it cannot log in and its sessions end.
     Lock { account: String },
     /// Unlock a locked account.
@@ -164,6 +172,43 @@ pub(crate) async fn run(
             } else {
                 writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
             }
+        }
+        UserCommand::Sessions { account, json } => {
+            let row = find(&identity, &account).await?;
+            for session in identity.sessions(&row.id).await? {
+                let value = serde_json::json!({
+                    "id": session.id,
+                    "created_at": session.created_at,
+                    "last_seen_at": session.last_seen_at,
+                    "ip": session.client_ip,
+                    "user_agent": session.user_agent,
+                });
+                if json {
+                    writeln!(out, "{value}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}  {:<15}  {}",
+                        session.id,
+                        session.client_ip.as_deref().unwrap_or("-"),
+                        session.user_agent.as_deref().unwrap_or("-")
+                    )?;
+                }
+            }
+        }
+        UserCommand::RevokeSession { account, session } => {
+            let row = find(&identity, &account).await?;
+            identity
+                .revoke_session(&row.id, &session)
+                .await
+                .map_err(explain)?;
+            record(
+                EventKind::SessionRevoked,
+                &row.id,
+                serde_json::json!({"via": "cli", "reason": "revoked_by_admin", "count": 1}),
+            )
+            .await;
+            writeln!(out, "session {session} of {} ended", row.email)?;
         }
         UserCommand::Lock { account } => {
             let row = find(&identity, &account).await?;

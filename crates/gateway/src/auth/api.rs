@@ -35,21 +35,21 @@ pub(super) struct Credentials {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Registration {
-    email: String,
-    password: String,
+pub(super) struct Registration {
+    pub(super) email: String,
+    pub(super) password: String,
     #[serde(default)]
-    display_name: String,
+    pub(super) display_name: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Bootstrap {
-    token: String,
-    email: String,
-    password: String,
+pub(super) struct Bootstrap {
+    pub(super) token: String,
+    pub(super) email: String,
+    pub(super) password: String,
     #[serde(default)]
-    display_name: String,
+    pub(super) display_name: String,
 }
 
 /// The OpenAPI document of this API, served where API docs are shown (not in production).
@@ -146,6 +146,17 @@ impl Gateway {
                     HeaderValue::from_static("application/json"),
                 );
                 Ok(response)
+            }
+            (Method::GET, page) if super::pages::AccountPage::of(page).is_some() => {
+                let which = super::pages::AccountPage::of(page)
+                    .unwrap_or(super::pages::AccountPage::Register);
+                Ok(self.account_page(&request, &settings.prefix, which))
+            }
+            (Method::POST, page) if super::pages::AccountPage::of(page).is_some() => {
+                let which = super::pages::AccountPage::of(page)
+                    .unwrap_or(super::pages::AccountPage::Register);
+                self.account_form(request, handle, settings, which, ctx)
+                    .await
             }
             (Method::GET, page) if super::pages::LinkPage::of(page).is_some() => {
                 let which =
@@ -368,7 +379,7 @@ impl Gateway {
     }
 
     /// Creates the first admin with the one-time token `serve` printed.
-    async fn bootstrap(
+    pub(super) async fn bootstrap(
         &self,
         handle: &IdentityHandle,
         body: Bootstrap,
@@ -490,7 +501,7 @@ impl Gateway {
         Ok(principal)
     }
 
-    async fn register(
+    pub(super) async fn register(
         &self,
         handle: &IdentityHandle,
         body: Registration,

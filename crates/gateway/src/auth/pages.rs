@@ -143,6 +143,27 @@ fn csrf_token(request: &Request<Incoming>) -> (String, bool) {
     }
 }
 
+/// A page with a form: `render` gets the value of the query parameter `key` and the form's
+/// synchronizer token; the token's cookie is set with the page when the browser had none.
+fn form_page(
+    request: &Request<Incoming>,
+    key: &str,
+    render: impl FnOnce(&str, &str) -> Response<Body>,
+) -> Response<Body> {
+    let value = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let (csrf, new) = csrf_token(request);
+    let mut response = render(&value, &csrf);
+    if new
+        && let Some(cookie) = cookie::set(CSRF_COOKIE, &csrf, std::time::Duration::from_secs(3600))
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
 impl Gateway {
     /// `GET {prefix}/verify|reset|unlock?token=...`: the page a mailed link opens.
     pub(crate) fn link_page(
@@ -151,19 +172,9 @@ impl Gateway {
         prefix: &str,
         which: LinkPage,
     ) -> Response<Body> {
-        let token = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-            .find(|(key, _)| key == "token")
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_default();
-        let (csrf, new) = csrf_token(request);
-        let mut response = html_page(which.title(), None, &which.form(prefix, &token, &csrf));
-        if new
-            && let Some(cookie) =
-                cookie::set(CSRF_COOKIE, &csrf, std::time::Duration::from_secs(3600))
-        {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        response
+        form_page(request, "token", |token, csrf| {
+            html_page(which.title(), None, &which.form(prefix, token, csrf))
+        })
     }
 
     /// `POST {prefix}/verify|reset|unlock` from a link page's form.
@@ -303,19 +314,7 @@ impl Gateway {
 
     /// `GET {prefix}/login`.
     pub(crate) fn login_page(&self, request: &Request<Incoming>, prefix: &str) -> Response<Body> {
-        let next = form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-            .find(|(key, _)| key == "next")
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_else(|| "/".to_owned());
-        let (csrf, new) = csrf_token(request);
-        let mut response = page(prefix, &next, &csrf, None);
-        if new
-            && let Some(cookie) =
-                cookie::set(CSRF_COOKIE, &csrf, std::time::Duration::from_secs(3600))
-        {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        response
+        form_page(request, "next", |next, csrf| page(prefix, next, csrf, None))
     }
 
     /// `POST {prefix}/login` from the form: the synchronizer token, then the same login as the
@@ -348,8 +347,8 @@ impl Gateway {
                 ctx,
             )
             .await;
-        let message = match outcome {
-            Ok(response) if response.status() == StatusCode::OK => {
+        let (status, message) = match api_outcome(outcome).await {
+            Ok(response) => {
                 let mut redirect = found(safe_next(&next));
                 *redirect.status_mut() = StatusCode::SEE_OTHER;
                 for cookie in response.headers().get_all(header::SET_COOKIE) {
@@ -359,30 +358,164 @@ impl Gateway {
                 }
                 return Ok(redirect);
             }
-            Ok(response) => {
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let message = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
-                (
-                    status,
-                    message.unwrap_or_else(|| "The login failed".to_owned()),
-                )
-            }
-            Err((reject, _)) => (
-                StatusCode::from_u16(reject.status()).unwrap_or(StatusCode::UNAUTHORIZED),
-                reject.message().to_owned(),
-            ),
+            Err(failure) => failure,
         };
-        let mut response = page(&prefix, &next, &csrf, Some(&message.1));
-        *response.status_mut() = message.0;
+        let mut response = page(&prefix, &next, &csrf, Some(&message));
+        *response.status_mut() = status;
         Ok(response)
+    }
+
+    /// `GET {prefix}/register` and `GET {prefix}/bootstrap?token=...`.
+    pub(crate) fn account_page(
+        &self,
+        request: &Request<Incoming>,
+        prefix: &str,
+        which: AccountPage,
+    ) -> Response<Body> {
+        form_page(request, "token", |token, csrf| {
+            html_page(which.title(), None, &which.form(prefix, token, csrf))
+        })
+    }
+
+    /// `POST {prefix}/register` or `{prefix}/bootstrap` from the page: the same calls as the
+    /// API, answered as a page.
+    pub(crate) async fn account_form(
+        &self,
+        request: Request<Incoming>,
+        handle: &IdentityHandle,
+        settings: &IdentitySettings,
+        which: AccountPage,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let ([email, display_name, password, token], csrf) = self
+            .read_form(
+                request,
+                settings.max_body_bytes,
+                &["email", "display_name", "password", "token"],
+            )
+            .await?;
+        let prefix = settings.prefix.clone();
+        let outcome = match which {
+            AccountPage::Register => {
+                let body = super::api::Registration {
+                    email,
+                    password,
+                    display_name,
+                };
+                self.register(handle, body, ctx).await
+            }
+            AccountPage::Bootstrap => {
+                let body = super::api::Bootstrap {
+                    token: token.clone(),
+                    email,
+                    password,
+                    display_name,
+                };
+                self.bootstrap(handle, body, ctx).await
+            }
+        };
+        match api_outcome(outcome).await {
+            Ok(_) => {
+                let done = match which {
+                    AccountPage::Register => {
+                        "If this address can be registered, the account is ready; check your e-mail to verify it."
+                    }
+                    AccountPage::Bootstrap => "The first admin account is ready.",
+                };
+                let login = format!(
+                    "<p><a href=\"{}/login\">Log in</a></p>",
+                    escape_html(&prefix)
+                );
+                Ok(html_page(
+                    which.title(),
+                    None,
+                    &format!("<p>{done}</p>{login}"),
+                ))
+            }
+            Err((status, message)) => {
+                let mut response = html_page(
+                    which.title(),
+                    Some(&message),
+                    &which.form(&prefix, &token, &csrf),
+                );
+                *response.status_mut() = status;
+                Ok(response)
+            }
+        }
+    }
+}
+
+/// An API answer, for a page: the response when it succeeded, else its status and the message
+/// of its error body.
+async fn api_outcome(
+    outcome: Result<Response<Body>, Rejection>,
+) -> Result<Response<Body>, (StatusCode, String)> {
+    match outcome {
+        Ok(response) if response.status().is_success() => Ok(response),
+        Ok(response) => {
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+            Err((
+                status,
+                message.unwrap_or_else(|| "That did not work".to_owned()),
+            ))
+        }
+        Err((reject, _)) => Err((
+            StatusCode::from_u16(reject.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            reject.message().to_owned(),
+        )),
+    }
+}
+
+/// Pages that create an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccountPage {
+    /// `{prefix}/register`.
+    Register,
+    /// `{prefix}/bootstrap`: the first admin, with the token `serve` printed.
+    Bootstrap,
+}
+
+impl AccountPage {
+    pub(crate) fn of(path: &str) -> Option<Self> {
+        match path {
+            "register" => Some(Self::Register),
+            "bootstrap" => Some(Self::Bootstrap),
+            _ => None,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Register => "Create an account",
+            Self::Bootstrap => "Create the first admin",
+        }
+    }
+
+    fn form(self, prefix: &str, token: &str, csrf: &str) -> String {
+        let path = match self {
+            Self::Register => "register",
+            Self::Bootstrap => "bootstrap",
+        };
+        format!(
+            "<form method=\"post\" action=\"{prefix}/{path}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <p><label for=\"email\">E-mail address</label><br><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></p>\
+             <p><label for=\"display_name\">Name</label><br><input id=\"display_name\" name=\"display_name\" autocomplete=\"name\"></p>\
+             <p><label for=\"password\">Password</label><br><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required></p>\
+             <p><button type=\"submit\">Create the account</button></p></form>",
+            prefix = escape_html(prefix),
+            csrf = escape_html(csrf),
+            token = escape_html(token),
+        )
     }
 }
 

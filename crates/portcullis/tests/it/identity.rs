@@ -750,3 +750,113 @@ fn the_openapi_document_matches_the_api_and_is_hidden_in_production() {
         404
     );
 }
+
+#[test]
+fn the_registration_and_bootstrap_pages_create_accounts() {
+    use crate::support::submit_page_form;
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&config(&upstream, ""), &[]);
+    let addr = gateway.addr;
+    let token = gateway.bootstrap.clone().expect("bootstrap token");
+    let weak = submit_page_form(
+        addr,
+        &format!("/auth/bootstrap?token={token}"),
+        "/auth/bootstrap",
+        &[
+            ("token", &token),
+            ("email", "boss@example.com"),
+            ("password", "password"),
+        ],
+    );
+    assert_eq!(weak.status, 400, "{}", weak.body);
+    assert!(weak.body.contains("commonly used"), "{}", weak.body);
+    let admin = submit_page_form(
+        addr,
+        &format!("/auth/bootstrap?token={token}"),
+        "/auth/bootstrap",
+        &[
+            ("token", &token),
+            ("email", "boss@example.com"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    assert!(
+        admin.body.contains("first admin account is ready"),
+        "{}",
+        admin.body
+    );
+
+    let registered = submit_page_form(
+        addr,
+        "/auth/register",
+        "/auth/register",
+        &[
+            ("email", "wren@example.com"),
+            ("display_name", "Wren"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(registered.status, 200, "{}", registered.body);
+    assert!(
+        registered.body.contains("check your e-mail"),
+        "{}",
+        registered.body
+    );
+    assert_eq!(login(addr, "wren@example.com", PASSWORD, &[]).status, 200);
+    assert_eq!(login(addr, "boss@example.com", PASSWORD, &[]).status, 200);
+}
+
+#[test]
+fn operators_list_and_end_any_session() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&config(&upstream, ""), &[]);
+    register(gateway.addr, "xena@example.com", PASSWORD);
+    let first = login_token(gateway.addr, "xena@example.com");
+    let second = login_token(gateway.addr, "xena@example.com");
+    let data = gateway.dir.0.join("data");
+    let data = data.to_str().expect("path");
+    let (status, out) = run(
+        &[
+            "user",
+            "--data-dir",
+            data,
+            "sessions",
+            "xena@example.com",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{out}");
+    let sessions: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(sessions.len(), 2, "{out}");
+    // The first login's session, as that session itself names it.
+    let mine = get(gateway.addr, "/auth/api/sessions", &[&cookie(&first)]);
+    let mine: serde_json::Value = serde_json::from_str(&mine.body).expect("json");
+    let oldest = mine["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["current"] == true)
+        .and_then(|s| s["id"].as_str())
+        .expect("current session")
+        .to_owned();
+    assert!(sessions.iter().any(|s| s["id"] == oldest.as_str()), "{out}");
+    let (status, out) = run(
+        &[
+            "user",
+            "--data-dir",
+            data,
+            "revoke-session",
+            "xena@example.com",
+            &oldest,
+        ],
+        &[],
+    );
+    assert!(status.success(), "{out}");
+    assert_eq!(get(gateway.addr, "/app/x", &[&cookie(&first)]).status, 401);
+    assert_eq!(get(gateway.addr, "/app/x", &[&cookie(&second)]).status, 200);
+}

@@ -290,30 +290,12 @@ fn mailed_links_open_pages_that_act_only_when_submitted() {
     );
 
     let submit = |path: &str, token: &str, password: &str| {
-        let page = get(
+        crate::support::submit_page_form(
             addr,
             &format!("/auth/{path}?token={token}"),
-            &["Accept: text/html"],
-        );
-        assert_eq!(page.status, 200, "{}", page.body);
-        assert!(!page.body.contains("<script"), "{}", page.body);
-        let csrf = set_cookie(&page, "__Host-portcullis_csrf").expect("csrf cookie");
-        assert!(
-            page.body
-                .contains(&format!("name=\"csrf\" value=\"{csrf}\"")),
-            "{}",
-            page.body
-        );
-        let form = format!(
-            "csrf={csrf}&token={token}&password={}",
-            password.replace(' ', "+")
-        );
-        let head = format!(
-            "POST /auth/{path} HTTP/1.1\r\nHost: app.test\r\n{ORIGIN}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nCookie: __Host-portcullis_csrf={csrf}",
-            form.len()
-        );
-        crate::support::raw(addr, &head, form.as_bytes())
+            &format!("/auth/{path}"),
+            &[("token", token), ("password", password)],
+        )
     };
 
     // Opening the page verified nothing yet.

@@ -569,3 +569,46 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
+
+/// Opens the page at `target` as a browser would, then submits its form to `action` with its
+/// synchronizer token (from the page's CSRF cookie) and `fields`, form-encoded.
+pub fn submit_page_form(
+    addr: SocketAddr,
+    target: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> Reply {
+    let page = get(addr, target, &["Accept: text/html"]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("<script"), "{}", page.body);
+    let csrf = page
+        .headers
+        .iter()
+        .find_map(|(n, v)| {
+            let value = v.strip_prefix("__Host-portcullis_csrf=")?;
+            n.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.split(';').next().unwrap_or("").to_owned())
+        })
+        .expect("the page sets its CSRF cookie");
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_owned(),
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    let mut form = format!("csrf={csrf}");
+    for (name, value) in fields {
+        form.push_str(&format!("&{name}={}", encode(value)));
+    }
+    let head = format!(
+        "POST {action} HTTP/1.1\r\nHost: app.test\r\nOrigin: http://app.test\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nCookie: __Host-portcullis_csrf={csrf}",
+        form.len()
+    );
+    raw(addr, &head, form.as_bytes())
+}
