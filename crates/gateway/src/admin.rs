@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus), `/healthz` (the process runs) and `/readyz`
-//! (the store answers). It belongs on a private address; it serves nothing else.
+//! (the store and the shared state answer, within 2 s each). It belongs on a private address;
+//! it serves nothing else.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +15,11 @@ use crate::body::{Body, full};
 pub(crate) struct Admin {
     pub(crate) metrics: PrometheusHandle,
     pub(crate) store: Option<Store>,
+    pub(crate) identity: Option<crate::auth::IdentityHandle>,
 }
+
+/// How long a readiness check waits for the store or the shared state.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Admin {
     pub(crate) async fn handle(
@@ -28,19 +33,13 @@ impl Admin {
                 self.metrics.render(),
             ),
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-            "/readyz" => match &self.store {
-                Some(store) => match store.ping().await {
-                    Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-                    Err(error) => {
-                        tracing::warn!(%error, "store not reachable");
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "text/plain",
-                            "store unreachable\n".to_owned(),
-                        )
-                    }
-                },
+            "/readyz" => match self.unready().await {
                 None => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+                Some(what) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("{what} unreachable\n"),
+                ),
             },
             _ => (
                 StatusCode::NOT_FOUND,
@@ -54,5 +53,30 @@ impl Admin {
             response.headers_mut().insert(header::CONTENT_TYPE, value);
         }
         Ok(response)
+    }
+
+    /// What is not answering, if anything: authentication fails closed without either.
+    async fn unready(&self) -> Option<&'static str> {
+        if let Some(store) = &self.store {
+            match tokio::time::timeout(READINESS_TIMEOUT, store.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "store not reachable");
+                    return Some("store");
+                }
+                Err(_) => return Some("store"),
+            }
+        }
+        if let Some(identity) = &self.identity {
+            match tokio::time::timeout(READINESS_TIMEOUT, identity.ping_state()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "shared state not reachable");
+                    return Some("shared state");
+                }
+                Err(_) => return Some("shared state"),
+            }
+        }
+        None
     }
 }

@@ -135,7 +135,11 @@ pub async fn start(
         workers,
     };
     tokio::spawn(acceptor.run(public));
-    let admin = Arc::new(Admin { metrics, store });
+    let admin = Arc::new(Admin {
+        metrics,
+        store,
+        identity,
+    });
     let admin = tokio::spawn(serve_admin(admin_listener, admin));
     Ok(Running {
         public_addr,

@@ -104,6 +104,17 @@ impl IdentityHandle {
             .map(portcullis_identity::tokens::Tokens::jwks)
     }
 
+    /// Whether the shared state (Redis, when configured) answers.
+    pub(crate) async fn ping_state(&self) -> Result<(), IdentityError> {
+        self.run(|identity| async move {
+            if let Some(throttle) = identity.throttle() {
+                throttle.state().ping().await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `work` on the service's runtime and waits for it.
     pub(crate) async fn run<T, F>(
         &self,

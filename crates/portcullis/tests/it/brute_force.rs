@@ -264,3 +264,68 @@ fn two_instances_share_the_counters_on_redis() {
     // Five free attempts and the one that starts the first wait: six passwords checked in all.
     assert_eq!(checked, 6, "40 parallel guesses over two instances");
 }
+
+/// `/readyz` reports the shared state: ready while its Redis answers, 503 once it is gone (and
+/// logins then fail closed with 503 rather than skipping the brute-force defence).
+#[test]
+fn readiness_and_logins_follow_the_shared_state() {
+    let Some(server) = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but redis-server is missing"
+        );
+        eprintln!("SKIPPED readiness_and_logins_follow_the_shared_state: no redis-server");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut redis = std::process::Command::new(server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let upstream = Upstream::start("app");
+    let state = format!("[state]\nurl = \"redis://127.0.0.1:{port}\"\n");
+    let gateway = Gateway::start(&config(&upstream, &state), &[]);
+    let ready = crate::support::get(gateway.admin, "/readyz", &[]);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    victim(&gateway);
+
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let ready = crate::support::get(gateway.admin, "/readyz", &[]);
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains("shared state unreachable"),
+        "{}",
+        ready.body
+    );
+    let login = login_from(
+        gateway.addr,
+        "198.51.100.7",
+        "victim@example.com",
+        PASSWORD,
+        None,
+    );
+    assert_eq!(login.status, 503, "fail closed: {}", login.body);
+}
