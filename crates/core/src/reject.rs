@@ -128,6 +128,13 @@ impl Reject {
         }
     }
 
+    /// Whether a development error body may carry the internal reason. A failed login's
+    /// reason (unknown account or wrong password) must not leave even in development: the
+    /// answers must not tell the two apart.
+    pub fn may_show_detail(self) -> bool {
+        self != Self::InvalidCredentials
+    }
+
     /// The security event a rejection records, if it is a security fact at all. Plain misses
     /// (no route) and upstream failures are metrics, not security events.
     pub fn event_kind(self) -> Option<EventKind> {

@@ -17,12 +17,9 @@ pub(crate) fn error_response(
     detail: ErrorDetail,
     internal: &str,
 ) -> Response<Body> {
-    // A failed login's reason (unknown account or wrong password) is the one detail that must
-    // not leave even in development: the answers must not tell the two apart.
-    let detail = (detail == ErrorDetail::Detailed
-        && !internal.is_empty()
-        && reject != Reject::InvalidCredentials)
-        .then_some(internal);
+    let detail =
+        (detail == ErrorDetail::Detailed && !internal.is_empty() && reject.may_show_detail())
+            .then_some(internal);
     let (content_type, body) = if wants_html {
         (
             "text/html; charset=utf-8",

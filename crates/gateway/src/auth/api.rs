@@ -147,27 +147,6 @@ impl Gateway {
                 );
                 Ok(response)
             }
-            (Method::GET, page) if super::pages::AccountPage::of(page).is_some() => {
-                let which = super::pages::AccountPage::of(page)
-                    .unwrap_or(super::pages::AccountPage::Register);
-                Ok(self.account_page(&request, &settings.prefix, which))
-            }
-            (Method::POST, page) if super::pages::AccountPage::of(page).is_some() => {
-                let which = super::pages::AccountPage::of(page)
-                    .unwrap_or(super::pages::AccountPage::Register);
-                self.account_form(request, handle, settings, which, ctx)
-                    .await
-            }
-            (Method::GET, page) if super::pages::LinkPage::of(page).is_some() => {
-                let which =
-                    super::pages::LinkPage::of(page).unwrap_or(super::pages::LinkPage::Verify);
-                Ok(self.link_page(&request, &settings.prefix, which))
-            }
-            (Method::POST, page) if super::pages::LinkPage::of(page).is_some() => {
-                let which =
-                    super::pages::LinkPage::of(page).unwrap_or(super::pages::LinkPage::Verify);
-                self.link_form(request, handle, settings, which, ctx).await
-            }
             (Method::POST, "login") => {
                 self.login_form(request, handle, settings, client, token, ctx)
                     .await
@@ -374,7 +353,25 @@ impl Gateway {
                 let body: PasswordChange = read_json(request, max, timeout).await?;
                 self.change_password(handle, principal, body, ctx).await
             }
-            _ => Err((Reject::NoRoute, String::new())),
+            (method, page) => {
+                use super::pages::{AccountPage, LinkPage};
+                match (method, AccountPage::of(page), LinkPage::of(page)) {
+                    (Method::GET, Some(which), _) => {
+                        Ok(self.account_page(&request, &settings.prefix, which))
+                    }
+                    (Method::POST, Some(which), _) => {
+                        self.account_form(request, handle, settings, which, ctx)
+                            .await
+                    }
+                    (Method::GET, _, Some(which)) => {
+                        Ok(self.link_page(&request, &settings.prefix, which))
+                    }
+                    (Method::POST, _, Some(which)) => {
+                        self.link_form(request, handle, settings, which, ctx).await
+                    }
+                    _ => Err((Reject::NoRoute, String::new())),
+                }
+            }
         }
     }
 

@@ -215,13 +215,7 @@ fn wrong_password_and_unknown_account_get_one_answer() {
     assert!(wrong.header("set-cookie").is_none());
 
     // Both are recorded, with the reason kept internal.
-    let dir = gateway.stop();
-    let data = dir.0.join("data");
-    let (status, out) = run(
-        &["audit", "tail", "--data-dir", data.to_str().expect("path")],
-        &[],
-    );
-    assert!(status.success(), "{out}");
+    let out = crate::support::audit_tail(gateway);
     assert!(
         out.contains("\"login_failure\"") && out.contains("wrong_password"),
         "{out}"

@@ -612,3 +612,22 @@ pub fn submit_page_form(
     );
     raw(addr, &head, form.as_bytes())
 }
+
+/// Stops `gateway` and returns the last 50 audit events of its store, one JSON line each.
+pub fn audit_tail(gateway: Gateway) -> String {
+    let dir = gateway.stop();
+    let data = dir.0.join("data");
+    let (status, tail) = run(
+        &[
+            "audit",
+            "tail",
+            "-n",
+            "50",
+            "--data-dir",
+            data.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    assert!(status.success(), "{tail}");
+    tail
+}

@@ -147,13 +147,7 @@ fn a_session_can_be_exchanged_for_tokens() {
 fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let (_upstream, gateway) = start();
     refresh_rotation(&gateway);
-    let dir = gateway.stop();
-    let data = dir.0.join("data");
-    let (status, out) = run(
-        &["audit", "tail", "--data-dir", data.to_str().expect("path")],
-        &[],
-    );
-    assert!(status.success(), "{out}");
+    let out = crate::support::audit_tail(gateway);
     assert!(
         out.contains("\"refresh_token_reused\"") && out.contains("\"high\""),
         "{out}"

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::support::{Gateway, PRODUCTION, Upstream, catch_all, get, raw, run};
+use crate::support::{Gateway, PRODUCTION, Upstream, audit_tail, catch_all, get, raw, run};
 
 /// Sends `request` as-is and returns the response's status (0 when none came).
 fn status_of(addr: SocketAddr, request: &[u8]) -> u16 {
@@ -138,24 +138,6 @@ fn post(addr: SocketAddr, target: &str, content_type: &str, body: &[u8]) -> crat
         body.len()
     );
     raw(addr, &head, body)
-}
-
-fn audit_tail(gateway: Gateway) -> String {
-    let dir = gateway.stop();
-    let data = dir.0.join("data");
-    let (status, tail) = run(
-        &[
-            "audit",
-            "tail",
-            "-n",
-            "50",
-            "--data-dir",
-            data.to_str().expect("utf8"),
-        ],
-        &[],
-    );
-    assert!(status.success(), "{tail}");
-    tail
 }
 
 #[test]
