@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests use besides the Rust toolchain and the services: Python's aiosmtpd
-# (the local SMTP sink of the mail tests) and nginx (the forward-auth test puts it in front of
-# Portcullis, configured as docs/forward-auth.md shows). Idempotent.
+# (the local SMTP sink of the mail tests), nginx (the forward-auth test puts it in front of
+# Portcullis, configured as docs/forward-auth.md shows, and so does Caddy), and Chromium with
+# ChromeDriver (the browser tests of the gateway's pages). Idempotent.
 set -euo pipefail
 if ! python3 -c "import aiosmtpd" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
@@ -13,3 +14,13 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
 fi
 echo "test tools: $(/usr/sbin/nginx -v 2>&1 || nginx -v 2>&1)"
+if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+fi
+echo "test tools: $(/usr/bin/chromium --version 2>/dev/null), $(/usr/bin/chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+if [ ! -x /usr/bin/caddy ]; then
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q caddy >/dev/null
+fi
+echo "test tools: caddy $(/usr/bin/caddy version 2>/dev/null | cut -d' ' -f1)"

@@ -4,10 +4,13 @@
 #   2. nginx as a reverse proxy set up as an operator would (upstream keep-alive, the same
 #      security headers, request ids, limit_req at a rate that never rejects),
 #   3. Portcullis in the production profile without TLS, behind trusted_proxies 127.0.0.1/32,
-#      with security headers, request ids and the event pipeline on,
+#      with security headers, request ids, the event pipeline, the IP decisions and a per-client
+#      rate limit that never rejects (as nginx's limit_req above) on,
 # in one run with one load generator (wrk), and prints the ratios.
 #
-# Usage: [WORKERS=N] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
+# Usage: [WORKERS=N] [CLIENT_LIMIT=off] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
+# CLIENT_LIMIT=off runs Portcullis without its per-client rate limit, to see what the limiter
+# costs on the path (nginx keeps its limit_req).
 # Without WORKERS each proxy runs as its operator would leave it: nginx with
 # `worker_processes auto` (one per CPU), Portcullis with its default server.workers (CPUs - 1).
 # WORKERS=N gives both the same N: nginx's worker_processes and Portcullis's server.workers.
@@ -22,6 +25,7 @@ DURATION="${1:-10}"
 CONNECTIONS="${2:-64}"
 ROUNDS="${3:-3}"
 WORKERS="${WORKERS:-}"
+CLIENT_LIMIT="${CLIENT_LIMIT:-1000000/s}"
 THREADS=2
 UPSTREAM_PORT=18101
 NGINX_PORT=18102
@@ -78,6 +82,9 @@ $([ -n "$WORKERS" ] && echo "workers = $WORKERS")
 data_dir = "$WORK/data"
 [storage]
 allow_sqlite_in_production = true
+[rate_limit]
+client = "$CLIENT_LIMIT"
+$([ "$CLIENT_LIMIT" != off ] && echo "client_burst = 1000000")
 [[route]]
 name = "app"
 path = "/"

@@ -62,6 +62,25 @@ pub enum EventKind {
     RefreshTokenReused,
     /// Access and refresh tokens were issued.
     TokenIssued,
+    /// A client went over a rate limit (the first refusal of a key in a while, not each one).
+    RateLimited,
+    /// A network was blocked, by an operator, the intrusion detection or a honeypot.
+    IpBlocked,
+    /// A network was allowlisted.
+    IpAllowed,
+    /// An operator ended a block or an allowlisting before its time.
+    IpDecisionEnded,
+    /// An intrusion-detection rule that only alerts overflowed.
+    IdsAlert,
+    /// A client requested a honeypot trap.
+    HoneypotHit,
+    /// The bot defence refused a request.
+    BotRefused,
+    /// An answer to the browser challenge was refused.
+    ChallengeFailed,
+    /// An upstream reported a security fact about the request it answered (e.g. a payment
+    /// manipulation attempt), in the `X-Portcullis-Report` response header.
+    UpstreamReport,
 }
 
 impl EventKind {
@@ -91,6 +110,15 @@ impl EventKind {
             Self::CsrfRejected => "csrf_rejected",
             Self::RefreshTokenReused => "refresh_token_reused",
             Self::TokenIssued => "token_issued",
+            Self::RateLimited => "rate_limited",
+            Self::IpBlocked => "ip_blocked",
+            Self::IpAllowed => "ip_allowed",
+            Self::IpDecisionEnded => "ip_decision_ended",
+            Self::IdsAlert => "ids_alert",
+            Self::HoneypotHit => "honeypot_hit",
+            Self::UpstreamReport => "upstream_report",
+            Self::BotRefused => "bot_refused",
+            Self::ChallengeFailed => "challenge_failed",
         }
     }
 
@@ -104,7 +132,9 @@ impl EventKind {
             | Self::AccountCreated
             | Self::SessionRevoked
             | Self::AuthenticationRequired
-            | Self::TokenIssued => Severity::Info,
+            | Self::TokenIssued
+            | Self::IpAllowed
+            | Self::IpDecisionEnded => Severity::Info,
             Self::RefreshTokenReused => Severity::High,
             Self::LoginFailure | Self::AccessDenied => Severity::Low,
             Self::LoginThrottled | Self::AccountLocked | Self::CsrfRejected => Severity::Medium,
@@ -112,9 +142,13 @@ impl EventKind {
             | Self::ConnectionLimitReached
             | Self::CorsDenied
             | Self::RequestLimitExceeded
-            | Self::MalformedRequest => Severity::Low,
+            | Self::MalformedRequest
+            | Self::RateLimited
+            | Self::BotRefused
+            | Self::ChallengeFailed => Severity::Low,
             Self::PathRejected | Self::HiddenPathProbed | Self::WafDetect => Severity::Medium,
-            Self::WafBlock => Severity::High,
+            Self::IdsAlert | Self::HoneypotHit => Severity::Medium,
+            Self::WafBlock | Self::IpBlocked | Self::UpstreamReport => Severity::High,
         }
     }
 }
@@ -191,6 +225,12 @@ impl SecurityEvent {
     /// Sets the request the event is about.
     pub fn with_request(mut self, id: &RequestId, client_ip: IpAddr) -> Self {
         self.request_id = Some(id.as_str().to_owned());
+        self.client_ip = Some(client_ip);
+        self
+    }
+
+    /// The client an event is about, outside a request (a ban by the intrusion detection).
+    pub fn with_client(mut self, client_ip: IpAddr) -> Self {
         self.client_ip = Some(client_ip);
         self
     }

@@ -52,6 +52,14 @@ pub enum Reject {
     Busy,
     /// The store that authentication needs cannot be reached: fail closed.
     Unavailable,
+    /// The client went over a rate limit.
+    RateLimited,
+    /// The client's network is blocked.
+    IpBlocked,
+    /// The bot defence refused the request (a known tool, or no challenge pass).
+    BotRefused,
+    /// An answer to the browser challenge was wrong, forged, expired or used before.
+    ChallengeFailed,
 }
 
 impl Reject {
@@ -60,8 +68,14 @@ impl Reject {
         match self {
             Self::BadPath | Self::BadRequest | Self::MalformedBody => 400,
             Self::Unauthenticated | Self::InvalidCredentials => 401,
-            Self::CorsDenied | Self::WafBlocked | Self::Forbidden | Self::CsrfRejected => 403,
-            Self::LoginThrottled => 429,
+            Self::CorsDenied
+            | Self::WafBlocked
+            | Self::Forbidden
+            | Self::CsrfRejected
+            | Self::IpBlocked
+            | Self::BotRefused
+            | Self::ChallengeFailed => 403,
+            Self::LoginThrottled | Self::RateLimited => 429,
             Self::NoRoute | Self::Hidden => 404,
             Self::RequestTimeout => 408,
             Self::BodyTooLarge => 413,
@@ -98,6 +112,10 @@ impl Reject {
             Self::LoginThrottled => "login_throttled",
             Self::Busy => "busy",
             Self::Unavailable => "unavailable",
+            Self::RateLimited => "rate_limited",
+            Self::IpBlocked => "ip_blocked",
+            Self::BotRefused => "bot_refused",
+            Self::ChallengeFailed => "challenge_failed",
         }
     }
 
@@ -125,6 +143,10 @@ impl Reject {
             Self::LoginThrottled => "Too many failed attempts, try again later",
             Self::Busy => "The service is busy, try again later",
             Self::Unavailable => "The service is unavailable, try again later",
+            Self::RateLimited => "Too many requests",
+            Self::IpBlocked => "Requests from your network are blocked",
+            Self::BotRefused => "Automated requests are not allowed here",
+            Self::ChallengeFailed => "The browser check failed; reload the page",
         }
     }
 
@@ -154,9 +176,14 @@ impl Reject {
             Self::Unauthenticated => Some(EventKind::AuthenticationRequired),
             Self::Forbidden => Some(EventKind::AccessDenied),
             Self::CsrfRejected => Some(EventKind::CsrfRejected),
+            Self::RateLimited => Some(EventKind::RateLimited),
+            Self::BotRefused => Some(EventKind::BotRefused),
+            Self::ChallengeFailed => Some(EventKind::ChallengeFailed),
             // The login handler records its own, richer events.
             Self::InvalidCredentials | Self::LoginThrottled => None,
+            // The block itself was the event; each refused request is a metric.
             Self::NoRoute
+            | Self::IpBlocked
             | Self::BadGateway
             | Self::GatewayTimeout
             | Self::Busy

@@ -15,7 +15,7 @@ use crate::body::{Body, full};
 pub(crate) struct Admin {
     pub(crate) metrics: PrometheusHandle,
     pub(crate) store: Option<Store>,
-    pub(crate) identity: Option<crate::auth::IdentityHandle>,
+    pub(crate) state: portcullis_state::SharedState,
 }
 
 /// How long a readiness check waits for the store or the shared state.
@@ -67,16 +67,13 @@ impl Admin {
                 Err(_) => return Some("store"),
             }
         }
-        if let Some(identity) = &self.identity {
-            match tokio::time::timeout(READINESS_TIMEOUT, identity.ping_state()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "shared state not reachable");
-                    return Some("shared state");
-                }
-                Err(_) => return Some("shared state"),
+        match tokio::time::timeout(READINESS_TIMEOUT, self.state.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "shared state not reachable");
+                Some("shared state")
             }
+            Err(_) => Some("shared state"),
         }
-        None
     }
 }

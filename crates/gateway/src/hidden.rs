@@ -1,9 +1,11 @@
-//! Hidden paths: API documentation (`/docs`, `/redoc`, `/openapi.json` and configured ones)
-//! answers 404 in production, so an attacker does not get the API's map for free.
+//! Paths answered 404 whatever the routes say: hidden paths (API documentation, `/docs`,
+//! `/redoc`, `/openapi.json` and configured ones, in production, so an attacker does not get the
+//! API's map for free) and honeypot traps (`/.env`, `/.git/config`, ...: files no site serves
+//! and no honest client asks for, so a request for one is an event and, by default, a ban).
 
-/// Whether the normalized `path` is, or lies under, one of `hidden`.
-pub(crate) fn is_hidden(hidden: &[String], path: &str) -> bool {
-    hidden.iter().any(|prefix| {
+/// Whether the normalized `path` is, or lies under, one of `prefixes`.
+pub(crate) fn under_any(prefixes: &[String], path: &str) -> bool {
+    prefixes.iter().any(|prefix| {
         let prefix = prefix.trim_end_matches('/');
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -15,13 +17,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hides_docs_and_what_lies_under_them_only() {
+    fn matches_the_paths_and_what_lies_under_them_only() {
         let hidden = vec!["/docs".to_owned(), "/openapi.json".to_owned()];
-        assert!(is_hidden(&hidden, "/docs"));
-        assert!(is_hidden(&hidden, "/docs/"));
-        assert!(is_hidden(&hidden, "/docs/oauth2-redirect"));
-        assert!(is_hidden(&hidden, "/openapi.json"));
-        assert!(!is_hidden(&hidden, "/docsearch"));
-        assert!(!is_hidden(&hidden, "/api/docs-list"));
+        assert!(under_any(&hidden, "/docs"));
+        assert!(under_any(&hidden, "/docs/"));
+        assert!(under_any(&hidden, "/docs/oauth2-redirect"));
+        assert!(under_any(&hidden, "/openapi.json"));
+        assert!(!under_any(&hidden, "/docsearch"));
+        assert!(!under_any(&hidden, "/api/docs-list"));
     }
 }

@@ -11,8 +11,11 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod alert;
 mod auth;
 mod body;
+mod bot;
+mod captcha;
 mod client_ip;
 mod compress;
 mod cors;
@@ -23,6 +26,7 @@ mod limits;
 mod listener;
 mod normalize;
 mod proxy;
+mod rate_limit;
 mod respond;
 mod route;
 mod settings;
@@ -32,12 +36,14 @@ mod telemetry;
 mod tls;
 mod waf;
 
+pub use alert::{AlertSettings, Alerter};
 pub use auth::IdentityHandle;
+pub use captcha::{CaptchaProvider, CaptchaSettings};
 pub use events::EventSink;
-pub use listener::{Running, StartError, start};
+pub use listener::{Running, Services, StartError, start};
 pub use settings::{
-    CorsSettings, ErrorDetail, HeaderSettings, IdentityHeaderStyle, IdentitySettings,
-    LimitSettings, OverLimit, RouteAuth, RouteSettings, RouteWafSettings, Settings, TlsSettings,
-    UpstreamSettings, WafMode, WafSettings,
+    BotMode, BotSettings, CorsSettings, ErrorDetail, HeaderSettings, IdentityHeaderStyle,
+    IdentitySettings, LimitSettings, OverLimit, RateKey, RateLimit, RateLimitSettings, RouteAuth,
+    RouteSettings, RouteWafSettings, Settings, TlsSettings, UpstreamSettings, WafMode, WafSettings,
 };
 pub use tls::{TlsError, load_server_config};

@@ -83,6 +83,24 @@ impl Running {
     }
 }
 
+/// What the gateway works with besides its settings; the binary builds them.
+pub struct Services {
+    /// Where security events go.
+    pub events: EventSink,
+    /// The store, for readiness.
+    pub store: Option<Store>,
+    /// The metrics recorder, rendered on `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The identity service, when identity is on.
+    pub identity: Option<IdentityHandle>,
+    /// Rate-limit buckets (in process or on Redis).
+    pub state: portcullis_state::SharedState,
+    /// Allow and block decisions on client networks.
+    pub ip_decisions: Option<Arc<portcullis_defence::ip::IpDecisions>>,
+    /// The bot defence's challenges and passes.
+    pub challenges: Arc<portcullis_defence::challenge::Challenges>,
+}
+
 /// Binds both listeners and starts serving.
 ///
 /// The public listener runs thread-per-core, as nginx does: each worker thread has its own
@@ -91,13 +109,20 @@ impl Running {
 /// time moving wake-ups between threads here (futex wake-ups were the top of the profile).
 /// One acceptor hands connections to the workers in turn: workers accepting from a shared
 /// socket took them in bursts, and the one that took most set the p99.
-pub async fn start(
-    settings: Settings,
-    events: EventSink,
-    store: Option<Store>,
-    metrics: PrometheusHandle,
-    identity: Option<IdentityHandle>,
-) -> Result<Running, StartError> {
+pub async fn start(settings: Settings, services: Services) -> Result<Running, StartError> {
+    let Services {
+        events,
+        store,
+        metrics,
+        identity,
+        state,
+        ip_decisions,
+        challenges,
+    } = services;
+    let limiter = Arc::new(crate::rate_limit::Limiter::new(
+        state.clone(),
+        settings.rate_limits.ipv6_prefix,
+    ));
     let tls = settings.tls.clone().map(ReloadableTls::new).transpose()?;
     if let Some(tls) = &tls {
         tls.clone().reload_on_sighup();
@@ -114,7 +139,14 @@ pub async fn start(
     let mut workers = Vec::with_capacity(settings.workers.max(1));
     for index in 0..settings.workers.max(1) {
         // Each worker builds its own gateway: its own upstream pool and route cursors.
-        let gateway = Gateway::new(settings.clone(), events.clone(), identity.clone())?;
+        let gateway = Gateway::new(
+            settings.clone(),
+            events.clone(),
+            identity.clone(),
+            limiter.clone(),
+            ip_decisions.clone(),
+            challenges.clone(),
+        )?;
         let (handoff, connections) = mpsc::unbounded_channel();
         let shared = shared.clone();
         let exit = exit_sender.clone();
@@ -138,7 +170,7 @@ pub async fn start(
     let admin = Arc::new(Admin {
         metrics,
         store,
-        identity,
+        state,
     });
     let admin = tokio::spawn(serve_admin(admin_listener, admin));
     Ok(Running {

@@ -115,6 +115,18 @@ fn html_body(reject: Reject, request_id: &RequestId, detail: Option<&str>) -> St
     )
 }
 
+/// An HTML page of the gateway's own, never cached (it carries per-request tokens).
+pub(crate) fn html_page(html: String) -> Response<Body> {
+    let mut response = Response::new(crate::body::full(html));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

@@ -157,6 +157,9 @@ mod tests {
             auth: crate::settings::RouteAuth::None,
             roles: vec![],
             scopes: vec![],
+            rate_limit: None,
+            bot: crate::settings::BotMode::Off,
+            bot_difficulty: None,
         }
     }
 

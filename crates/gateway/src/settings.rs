@@ -26,6 +26,8 @@ pub struct Settings {
     pub error_detail: ErrorDetail,
     /// Paths that answer 404 (API docs in production); empty to show them.
     pub hidden_paths: Vec<String>,
+    /// Honeypot traps: a request for one answers 404 and records `honeypot_hit`.
+    pub honeypot_paths: Vec<String>,
     /// Concurrent connections on the public listener, across all workers.
     pub max_connections: usize,
     /// Worker threads serving the public listener (one runtime and upstream pool each).
@@ -38,6 +40,10 @@ pub struct Settings {
     pub headers: HeaderSettings,
     /// Request inspection.
     pub waf: WafSettings,
+    /// Rate limits before routing.
+    pub rate_limits: RateLimitSettings,
+    /// Bot defence, for the routes that turn it on.
+    pub bot: BotSettings,
     /// Routes, in file order.
     pub routes: Vec<RouteSettings>,
     /// The built-in identity API and session authentication; `None` when switched off.
@@ -137,6 +143,76 @@ pub struct RouteWafSettings {
     pub exclusions: Vec<portcullis_waf::Exclusion>,
 }
 
+/// The limits every request passes before routing.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// The per-client limit (the profile's default); `None` when off.
+    pub client: Option<RateLimit>,
+    /// IPv6 clients are counted by their network of this prefix length.
+    pub ipv6_prefix: u8,
+}
+
+/// The bot defence, gateway-wide.
+#[derive(Debug, Clone)]
+pub struct BotSettings {
+    /// Zero bits the challenge asks for at weight 0 (each point of weight adds one).
+    pub difficulty: u8,
+    /// Zero bits a login to an account under distributed attack asks for instead of the
+    /// mailed link.
+    pub login_difficulty: u8,
+    /// The pass cookie's name.
+    pub pass_cookie: String,
+    /// Verified crawlers' networks (published by their operators): never challenged.
+    pub verified_networks: Vec<IpNet>,
+    /// An external CAPTCHA in place of the proof-of-work.
+    pub captcha: Option<crate::captcha::CaptchaSettings>,
+}
+
+/// What a route does about bots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BotMode {
+    /// Nothing.
+    #[default]
+    Off,
+    /// Weigh each request; challenge those that do not look like a browser.
+    Heuristics,
+    /// Challenge every browser without a pass.
+    Challenge,
+    /// Refuse known bots and tools outright.
+    Block,
+}
+
+/// One rate limit.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// The GCRA rule.
+    pub rule: portcullis_state::RateRule,
+    /// Requests per window, for `RateLimit-Policy` (`q`).
+    pub quota: u64,
+    /// The window, for `RateLimit-Policy` (`w`).
+    pub window: Duration,
+    /// What the limit is counted by; empty or [`RateKey::Route`] alone: one bucket for all.
+    pub by: Vec<RateKey>,
+    /// Excess requests passed at once; later ones of a burst are delayed (nginx's `delay`).
+    /// `burst` or more: none delayed (`nodelay`).
+    pub undelayed: u32,
+    /// Record what would be refused, refuse nothing.
+    pub dry_run: bool,
+}
+
+/// A part of a rate-limit key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client address (IPv6 by network).
+    Ip,
+    /// The authenticated user; the address when anonymous.
+    User,
+    /// The API key; the address when the request has none.
+    ApiKey,
+    /// The route as a whole.
+    Route,
+}
+
 /// What error bodies say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorDetail {
@@ -231,6 +307,12 @@ pub struct RouteSettings {
     pub roles: Vec<String>,
     /// Scopes the caller's token must all carry (sessions carry none).
     pub scopes: Vec<String>,
+    /// The route's own rate limit, checked once the caller is known.
+    pub rate_limit: Option<RateLimit>,
+    /// Bot defence on this route (browser routes only).
+    pub bot: BotMode,
+    /// The challenge's difficulty on this route, over `[bot] difficulty`.
+    pub bot_difficulty: Option<u8>,
 }
 
 /// CORS of one route, with explicit origins only.

@@ -2,6 +2,7 @@
 //! every stage a request passes, each a call into its own module.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -10,9 +11,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portcullis_core::{EventKind, Reject, RequestId, SecurityEvent};
+use portcullis_defence::challenge::Challenges;
+use portcullis_defence::ip::IpDecisions;
 
 use crate::auth::{self, IdentityHandle, cookie, csrf};
 use crate::body::{Body, LimitedBody, empty};
+use crate::bot::{self, BotGate, Gate};
 use crate::client_ip::{self, ClientAddr};
 use crate::compress;
 use crate::cors::{self, CorsDecision};
@@ -22,9 +26,10 @@ use crate::limits;
 use crate::listener::StartError;
 use crate::normalize::normalize;
 use crate::proxy::{self, Forwarding, UpstreamClient};
+use crate::rate_limit::{self, Limiter};
 use crate::respond::{self, SecurityHeaders};
 use crate::route::{self, Route, RouteTable};
-use crate::settings::{RouteAuth, Settings, WafMode};
+use crate::settings::{RateLimit, RouteAuth, Settings, WafMode};
 use crate::telemetry::RouteTelemetry;
 use crate::waf::{self, InspectedBody, StageError};
 
@@ -46,6 +51,9 @@ pub(crate) struct Gateway {
     pub(crate) events: EventSink,
     /// The identity service, when identity is on.
     pub(crate) identity: Option<IdentityHandle>,
+    pub(crate) limiter: Arc<Limiter>,
+    ip_decisions: Option<Arc<IpDecisions>>,
+    pub(crate) challenges: Arc<Challenges>,
     listener_is_loopback: bool,
 }
 
@@ -75,6 +83,14 @@ pub(crate) struct RequestContext<'g> {
     pub(crate) user_id: Option<String>,
     /// Identity headers for the upstream, set by authentication.
     pub(crate) identity_headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// `RateLimit-Policy` and `RateLimit` items of the limits the request passed through.
+    rate_fields: Vec<(String, String)>,
+    /// `Retry-After` seconds of a rate-limit refusal.
+    retry_after: Option<u64>,
+    /// The request path, normalized once normalization has run; for the intrusion detection.
+    pub(crate) path: String,
+    /// The client's network is blocked: refused first, and nothing more is done for it.
+    blocked: bool,
 }
 
 impl Gateway {
@@ -82,6 +98,9 @@ impl Gateway {
         settings: Settings,
         events: EventSink,
         identity: Option<IdentityHandle>,
+        limiter: Arc<Limiter>,
+        ip_decisions: Option<Arc<IpDecisions>>,
+        challenges: Arc<Challenges>,
     ) -> Result<Self, StartError> {
         let routes = RouteTable::new(&settings.routes, &settings.waf)?;
         Ok(Self {
@@ -92,6 +111,9 @@ impl Gateway {
             unrouted: RouteTelemetry::new("none"),
             events,
             identity,
+            limiter,
+            ip_decisions,
+            challenges,
             settings,
         })
     }
@@ -132,12 +154,31 @@ impl Gateway {
             event_recorded: false,
             user_id: None,
             identity_headers: Vec::new(),
+            rate_fields: Vec::new(),
+            retry_after: None,
+            path: request.uri().path().to_owned(),
+            blocked: false,
         };
         let mut response = match self.route_and_forward(request, &mut ctx).await {
             Ok(response) => response,
             Err((reject, internal)) => self.reject(reject, &internal, &ctx).await,
         };
         let status = response.status();
+        // Probing shows as misses and refusals: the intrusion detection counts them by path
+        // (not the refusals of a client it already banned, and not static assets: a page with
+        // broken image links must not get its visitors banned, as CrowdSec's http-probing
+        // also leaves them out).
+        if !ctx.blocked && !is_static_asset(&ctx.path) {
+            if status == StatusCode::NOT_FOUND {
+                self.events
+                    .signal("not_found", ctx.client.ip, &ctx.path)
+                    .await;
+            } else if status == StatusCode::FORBIDDEN {
+                self.events
+                    .signal("forbidden", ctx.client.ip, &ctx.path)
+                    .await;
+            }
+        }
         self.finish(&mut response, &ctx);
         if ctx.from_upstream && ctx.accepts_gzip {
             let secret = ctx.route.is_some_and(|r| r.settings.secret);
@@ -155,7 +196,29 @@ impl Gateway {
         request: Request<Incoming>,
         ctx: &mut RequestContext<'g>,
     ) -> Result<Response<Body>, Rejection> {
+        // First: a blocked client costs one lookup in memory.
+        if let Some(blocked) = self
+            .ip_decisions
+            .as_ref()
+            .and_then(|d| d.check(ctx.client.ip))
+        {
+            metrics::counter!("portcullis_ip_blocked_requests_total", "origin" => blocked.origin.as_str())
+                .increment(1);
+            ctx.blocked = true;
+            return Err((
+                Reject::IpBlocked,
+                format!(
+                    "{} blocked ({}): {}",
+                    blocked.network,
+                    blocked.origin.as_str(),
+                    blocked.reason
+                ),
+            ));
+        }
         limits::check(&self.settings.limits, &request)?;
+        if let Some(limit) = &self.settings.rate_limits.client {
+            self.rate_limit(CLIENT_POLICY, limit, ctx).await?;
+        }
         let host =
             route::request_host(&request).map_err(|e| (Reject::BadRequest, e.to_string()))?;
         if self.settings.https_required && !ctx.secure && !self.listener_is_loopback {
@@ -164,7 +227,14 @@ impl Gateway {
             return Ok(https_redirect(&host, &request));
         }
         let path = normalize(request.uri().path()).map_err(|e| (Reject::BadPath, e.to_string()))?;
-        if hidden::is_hidden(&self.settings.hidden_paths, &path.decoded) {
+        ctx.path.clone_from(&path.decoded);
+        if path.decoded == bot::TRAP_LINK_PATH
+            || hidden::under_any(&self.settings.honeypot_paths, &path.decoded)
+        {
+            self.emit(EventKind::HoneypotHit, ctx, &path.decoded).await;
+            return Err((Reject::NoRoute, format!("honeypot {}", path.decoded)));
+        }
+        if hidden::under_any(&self.settings.hidden_paths, &path.decoded) {
             return Err((Reject::Hidden, format!("hidden path {}", path.decoded)));
         }
         if path.decoded == JWKS_PATH
@@ -180,6 +250,9 @@ impl Gateway {
         if let Some(rest) = self.identity_path(&path.decoded) {
             return self.identity_api(request, rest, host.as_deref(), ctx).await;
         }
+        if let Some(rest) = path.decoded.strip_prefix(bot::CHALLENGE_PREFIX) {
+            return self.challenge_answer(request, rest, ctx).await;
+        }
         let route = self
             .routes
             .find(host.as_deref(), &path.decoded)
@@ -194,6 +267,20 @@ impl Gateway {
             CorsDecision::Denied => return Err((Reject::CorsDenied, "origin not listed".into())),
             CorsDecision::Allowed(origin) => ctx.cors_origin = Some(origin),
             CorsDecision::None => {}
+        }
+        if route.settings.bot != crate::settings::BotMode::Off {
+            let gate = self.bot_gate().decide(
+                &route.settings,
+                request.method(),
+                request.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+                request.headers(),
+                ctx.client.ip,
+            );
+            match gate {
+                Gate::Pass => {}
+                Gate::Answer(response) => return Ok(response),
+                Gate::Refuse(reason) => return Err((Reject::BotRefused, reason.to_owned())),
+            }
         }
         // Most paths are already normal: forward the client's own bytes then, unparsed again.
         let path_and_query = match request.uri().path_and_query() {
@@ -245,7 +332,101 @@ impl Gateway {
             }
             Err(rejection) => return Err(rejection),
         }
+        if let Some(limit) = &route.settings.rate_limit {
+            self.rate_limit(&route.settings.name, limit, ctx).await?;
+        }
         self.forward(request, route, path_and_query, ctx).await
+    }
+
+    fn bot_gate(&self) -> BotGate<'_> {
+        BotGate {
+            settings: &self.settings.bot,
+            challenges: &self.challenges,
+            now: self.events.now().unix_timestamp(),
+        }
+    }
+
+    /// `POST /.portcullis/challenge/verify` (the solver's answer) and `GET .../wait` (the
+    /// no-script path): a pass cookie and 303 back, or 403.
+    async fn challenge_answer(
+        &self,
+        request: Request<Incoming>,
+        rest: &str,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        /// An answer is three short fields.
+        const MAX_ANSWER: usize = 4096;
+        let (wait, captcha) = match (request.method(), rest) {
+            (&http::Method::POST, "/verify") => (false, false),
+            (&http::Method::GET, "/wait") => (true, false),
+            (&http::Method::POST, "/captcha") => (false, true),
+            _ => return Err((Reject::NoRoute, String::new())),
+        };
+        let (parts, body) = request.into_parts();
+        let fields: Vec<(String, String)> = if wait {
+            form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect()
+        } else {
+            let read = http_body_util::Limited::new(body, MAX_ANSWER).collect();
+            let bytes = tokio::time::timeout(self.settings.limits.request_timeout, read)
+                .await
+                .map_err(|_| (Reject::RequestTimeout, "answer not received in time".into()))?
+                .map_err(|_| (Reject::BadRequest, "answer could not be read".to_owned()))?
+                .to_bytes();
+            form_urlencoded::parse(&bytes).into_owned().collect()
+        };
+        let state = self.limiter.state();
+        let gate = self.bot_gate();
+        let answer = if captcha {
+            gate.captcha_answer(&self.upstream, &fields, &parts.headers, ctx.client.ip)
+                .await
+        } else {
+            gate.answer(state, &fields, wait, &parts.headers, ctx.client.ip)
+                .await
+        };
+        match answer {
+            Ok(response) => Ok(response),
+            Err(bot::AnswerError::Refused(reason)) => Err((Reject::ChallengeFailed, reason)),
+            Err(bot::AnswerError::State(error)) => {
+                Err((Reject::Unavailable, format!("challenge state: {error}")))
+            }
+            Err(bot::AnswerError::Provider(reason)) => {
+                Err((Reject::Unavailable, format!("CAPTCHA provider: {reason}")))
+            }
+        }
+    }
+
+    /// One rate limit: refuse, or wait out nginx's delay, or pass; the fields for the
+    /// response either way.
+    async fn rate_limit(
+        &self,
+        policy: &str,
+        limit: &RateLimit,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<(), Rejection> {
+        let caller = rate_limit::Caller {
+            ip: ctx.client.ip,
+            user: ctx.user_id.as_deref(),
+            api_key: None,
+        };
+        let outcome = self.limiter.check(policy, limit, &caller).await;
+        ctx.rate_fields.extend(outcome.fields);
+        if outcome.refused {
+            ctx.retry_after = outcome.retry_after;
+            // Only the first refusal of a key in a while becomes an event.
+            ctx.event_recorded = !outcome.report;
+            return Err((Reject::RateLimited, format!("over the {policy:?} limit")));
+        }
+        if outcome.report {
+            let details = serde_json::json!({ "policy": policy, "dry_run": true });
+            self.emit_details(EventKind::RateLimited, ctx, details)
+                .await;
+        }
+        if !outcome.delay.is_zero() {
+            tokio::time::sleep(outcome.delay).await;
+        }
+        Ok(())
     }
 
     /// The part of `path` after the identity prefix, when the path is under it.
@@ -409,6 +590,9 @@ impl Gateway {
             let listed: Vec<String> = rules.iter().map(u32::to_string).collect();
             ctx.waf_rules = Some(listed.join(", "));
             if blocked {
+                for signal in waf::signals(&verdict) {
+                    self.events.signal(signal, ctx.client.ip, &ctx.path).await;
+                }
                 ctx.event_recorded = true;
                 return Err((
                     Reject::WafBlocked,
@@ -507,9 +691,32 @@ impl Gateway {
                 format!("upstream answered {status}"),
             ));
         }
-        let response = proxy::downstream_response(response);
+        let mut response = proxy::downstream_response(response);
+        if let Some(report) = response.headers_mut().remove(X_PORTCULLIS_REPORT) {
+            self.upstream_report(&report, ctx).await;
+        }
         ctx.from_upstream = true;
         Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+    }
+
+    /// An upstream's report about the request it answered (`X-Portcullis-Report:
+    /// payment_manipulation_attempt`): an event, and a signal of that name for the intrusion
+    /// detection. Only the upstream can set a response header, and the gateway knows which
+    /// client sent the request, so the report needs no credentials of its own.
+    async fn upstream_report(&self, report: &HeaderValue, ctx: &RequestContext<'_>) {
+        let name = report.to_str().unwrap_or("").trim();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if !valid {
+            tracing::warn!("upstream sent an unreadable X-Portcullis-Report; ignored");
+            return;
+        }
+        let details =
+            serde_json::json!({ "report": name, "path": portcullis_core::mask_pii(&ctx.path) });
+        self.emit_details(EventKind::UpstreamReport, ctx, details)
+            .await;
+        self.events.signal(name, ctx.client.ip, &ctx.path).await;
     }
 
     /// The common error body, after the event that explains it is durable.
@@ -524,13 +731,19 @@ impl Gateway {
         {
             self.emit(kind, ctx, internal).await;
         }
-        tracing::info!(
-            request_id = ctx.id.as_str(),
-            client_ip = %ctx.client.ip,
-            code = reject.code(),
-            reason = internal,
-            "request rejected"
-        );
+        // A banned client's every request is refused: one log line each would let it flood the
+        // log (the ban itself was logged, and the refusals are counted).
+        if reject == Reject::IpBlocked {
+            tracing::debug!(request_id = ctx.id.as_str(), client_ip = %ctx.client.ip, reason = internal, "request from a blocked network");
+        } else {
+            tracing::info!(
+                request_id = ctx.id.as_str(),
+                client_ip = %ctx.client.ip,
+                code = reject.code(),
+                reason = internal,
+                "request rejected"
+            );
+        }
         respond::error_response(
             reject,
             &ctx.id,
@@ -563,6 +776,12 @@ impl Gateway {
     fn finish(&self, response: &mut Response<Body>, ctx: &RequestContext<'_>) {
         let csp = if ctx.from_upstream {
             ctx.route.and_then(|r| r.csp.as_ref())
+        } else if response
+            .headers()
+            .contains_key(header::CONTENT_SECURITY_POLICY)
+        {
+            // A page of ours with its own, stricter in what it names (the challenge's nonce).
+            None
         } else {
             Some(self.headers.gateway_csp())
         };
@@ -570,6 +789,10 @@ impl Gateway {
         self.headers.apply(headers, csp, ctx.secure);
         if let Ok(id) = HeaderValue::from_str(ctx.id.as_str()) {
             headers.insert(proxy::X_REQUEST_ID, id);
+        }
+        rate_limit::add_fields(headers, &ctx.rate_fields);
+        if let Some(seconds) = ctx.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.settings.waf.rule_header
             && let Some(rules) = ctx.waf_rules.as_deref()
@@ -586,12 +809,30 @@ impl Gateway {
     }
 }
 
+/// The name of the per-client limit in `RateLimit-Policy`, events and metrics.
+const CLIENT_POLICY: &str = "client";
+
 /// Where the public keys of access and identity tokens are published.
 const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// Set by an upstream to report a security fact about the request; never passed to the client.
+const X_PORTCULLIS_REPORT: header::HeaderName =
+    header::HeaderName::from_static("x-portcullis-report");
 
 /// Lists the WAF rules that matched (development and test profiles only).
 const X_PORTCULLIS_WAF_RULES: header::HeaderName =
     header::HeaderName::from_static("x-portcullis-waf-rules");
+
+/// Whether `path` names a static asset (by its extension), which probing rules leave out.
+fn is_static_asset(path: &str) -> bool {
+    const ASSETS: &[&str] = &[
+        "css", "js", "mjs", "map", "png", "jpg", "jpeg", "gif", "webp", "avif", "svg", "ico",
+        "woff", "woff2", "ttf", "otf", "eot", "mp4", "webm", "mp3",
+    ];
+    let name = path.rsplit('/').next().unwrap_or("");
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| ASSETS.iter().any(|a| a.eq_ignore_ascii_case(ext)))
+}
 
 fn content_length<B>(request: &Request<B>) -> Option<u64> {
     request

@@ -273,3 +273,27 @@ pub(crate) fn event_details(verdict: &Verdict, mode: WafMode) -> serde_json::Val
         "findings": findings,
     })
 }
+
+/// The intrusion detection's signals of a blocked verdict: one per detector that matched, and
+/// `waf_sensitive_file` when a path named a secret or system file (rule 930120).
+pub(crate) fn signals(verdict: &Verdict) -> Vec<&'static str> {
+    use portcullis_waf::detect::Detector;
+    let mut signals: Vec<&'static str> = Vec::new();
+    for finding in &verdict.findings {
+        let signal = match finding.detector {
+            Detector::Sqli => "waf_sqli",
+            Detector::Xss => "waf_xss",
+            Detector::Traversal if finding.rule_id == SENSITIVE_FILE_RULE => "waf_sensitive_file",
+            Detector::Traversal => "waf_traversal",
+            Detector::CommandInjection => "waf_command_injection",
+            Detector::Protocol | Detector::Evasion => continue,
+        };
+        if !signals.contains(&signal) {
+            signals.push(signal);
+        }
+    }
+    signals
+}
+
+/// The rule of the path detector that fires on a named secret or system file.
+const SENSITIVE_FILE_RULE: u32 = 930_120;

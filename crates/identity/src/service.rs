@@ -22,7 +22,8 @@ use portcullis_store::RefreshUse;
 pub enum Registration {
     /// Anyone, through the API.
     Open,
-    /// Only with an invitation (operators add accounts meanwhile).
+    /// Only by invitation: `portcullis user invite` creates the account and a link with which
+    /// its owner chooses a password.
     Invite,
     /// Nobody through the API; operators add accounts with `portcullis user add`.
     Off,
@@ -129,6 +130,8 @@ pub struct ClientInfo {
     pub device: Option<String>,
     /// Browser family and OS, e.g. "Firefox on Linux".
     pub user_agent: Option<String>,
+    /// The client solved the proof-of-work an account under distributed attack asks for.
+    pub proven: bool,
 }
 
 /// A successful login.
@@ -270,6 +273,8 @@ impl TokenPurpose {
 
 /// How long a mailed link works.
 const LINK_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// How long an invitation link works.
+const INVITE_LIFETIME: Duration = Duration::from_secs(72 * 3600);
 
 /// Where mail goes and what its links point at.
 #[derive(Debug, Clone)]
@@ -481,17 +486,7 @@ impl Identity {
         let Some(mail) = &self.mail else {
             return Ok(());
         };
-        let token = random_token();
-        let now = self.now_ms();
-        self.store
-            .insert_one_time_token(
-                &token_hash(&token),
-                purpose.as_str(),
-                account_id,
-                now,
-                now.saturating_add(millis(LINK_LIFETIME)),
-            )
-            .await?;
+        let token = self.issue_token(account_id, purpose, LINK_LIFETIME).await?;
         let link = format!("{}/{}?token={token}", mail.base, purpose.as_str());
         mail.mailer.send_later(crate::mail::Mail {
             to: to.to_owned(),
@@ -501,6 +496,59 @@ impl Identity {
             ),
         });
         Ok(())
+    }
+
+    /// A single-use token for `purpose`, stored hashed, valid for `lifetime`.
+    async fn issue_token(
+        &self,
+        account_id: &str,
+        purpose: TokenPurpose,
+        lifetime: Duration,
+    ) -> Result<String, IdentityError> {
+        let token = random_token();
+        let now = self.now_ms();
+        self.store
+            .insert_one_time_token(
+                &token_hash(&token),
+                purpose.as_str(),
+                account_id,
+                now,
+                now.saturating_add(millis(lifetime)),
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// Invites someone (`registration = "invite"`, or any mode): an account with no password,
+    /// and a link, valid for 72 hours and once, with which its owner chooses one; using it
+    /// verifies the address. The link is mailed when mail is set up, and returned either way
+    /// so that an operator can hand it over.
+    pub async fn invite(&self, new: NewAccount<'_>) -> Result<(Account, String), IdentityError> {
+        let account = self
+            .create_account(NewAccount {
+                password: None,
+                email_verified: false,
+                ..new
+            })
+            .await?;
+        let token = self
+            .issue_token(&account.id, TokenPurpose::Reset, INVITE_LIFETIME)
+            .await?;
+        let base = self.mail.as_ref().map_or("", |mail| mail.base.as_str());
+        let link = format!("{base}/{}?token={token}", TokenPurpose::Reset.as_str());
+        if let Some(mail) = &self.mail {
+            let invitation = crate::mail::Mail {
+                to: account.email.clone(),
+                subject: "Your account is ready".to_owned(),
+                body: format!(
+                    "An administrator created an account for you. To choose your password, open:\n\n{link}\n\nThe link works once, for 72 hours.\n"
+                ),
+            };
+            if let Err(error) = mail.mailer.send(&invitation).await {
+                tracing::error!(%error, "invitation not mailed; hand the link over instead");
+            }
+        }
+        Ok((account, link))
     }
 
     /// Mail of this kind to this address beyond three an hour is dropped, so the API cannot
@@ -765,7 +813,13 @@ impl Identity {
             Some(throttle) => {
                 let now = self.clock.now().unix_timestamp();
                 match throttle
-                    .admit(&key, client.ip, client.device.as_deref(), now)
+                    .admit(
+                        &key,
+                        client.ip,
+                        client.device.as_deref(),
+                        client.proven,
+                        now,
+                    )
                     .await?
                 {
                     Gate::Open(keys) => Some((throttle, keys)),

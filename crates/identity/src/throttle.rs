@@ -108,12 +108,15 @@ impl Throttle {
     }
 
     /// Counts a login attempt for `email` from `ip` (or from a device known to the account)
-    /// and says whether its password may be checked.
+    /// and says whether its password may be checked. `proven`: the client solved the
+    /// proof-of-work, which stands in for the extra proof an account under distributed attack
+    /// asks for (each guess then costs its work); the attempt still counts.
     pub async fn admit(
         &self,
         email: &str,
         ip: IpAddr,
         device: Option<&str>,
+        proven: bool,
         now_unix: i64,
     ) -> Result<Gate, StateError> {
         if let Some(device) = device.and_then(|d| self.device_id(d, email, now_unix)) {
@@ -137,6 +140,7 @@ impl Throttle {
             .attempt(&account_key, &self.config.account)
             .await?
             && count > self.config.account.free
+            && !proven
         {
             return Ok(Gate::ProofRequired);
         }
@@ -241,17 +245,17 @@ mod tests {
         let t = throttle();
         for _ in 0..4 {
             assert!(matches!(
-                t.admit("a@x.com", ip(1), None, 0).await,
+                t.admit("a@x.com", ip(1), None, false, 0).await,
                 Ok(Gate::Open(_))
             ));
         }
         assert!(matches!(
-            t.admit("a@x.com", ip(1), None, 0).await,
+            t.admit("a@x.com", ip(1), None, false, 0).await,
             Ok(Gate::Throttled(_))
         ));
         // Another address is not affected.
         assert!(matches!(
-            t.admit("a@x.com", ip(2), None, 0).await,
+            t.admit("a@x.com", ip(2), None, false, 0).await,
             Ok(Gate::Open(_))
         ));
     }
@@ -261,18 +265,23 @@ mod tests {
         let t = throttle();
         for last in 1..=10 {
             assert!(matches!(
-                t.admit("a@x.com", ip(last), None, 0).await,
+                t.admit("a@x.com", ip(last), None, false, 0).await,
                 Ok(Gate::Open(_))
             ));
         }
         assert_eq!(
-            t.admit("a@x.com", ip(50), None, 0).await.ok(),
+            t.admit("a@x.com", ip(50), None, false, 0).await.ok(),
             Some(Gate::ProofRequired)
         );
+        // A client that did the proof-of-work is let through to the password check.
+        assert!(matches!(
+            t.admit("a@x.com", ip(51), None, true, 0).await,
+            Ok(Gate::Open(_))
+        ));
         // The owner's known browser is counted on its own.
         let cookie = t.device_cookie("a@x.com", 0);
         assert!(matches!(
-            t.admit("a@x.com", ip(50), Some(&cookie), 10).await,
+            t.admit("a@x.com", ip(50), Some(&cookie), false, 10).await,
             Ok(Gate::Open(_))
         ));
     }
@@ -310,14 +319,14 @@ mod tests {
         let t = throttle();
         let mut keys = Vec::new();
         for _ in 0..3 {
-            if let Ok(Gate::Open(k)) = t.admit("a@x.com", ip(1), None, 0).await {
+            if let Ok(Gate::Open(k)) = t.admit("a@x.com", ip(1), None, false, 0).await {
                 keys = k;
             }
         }
         assert!(t.settle(&keys, true).await.is_ok());
         for _ in 0..3 {
             assert!(matches!(
-                t.admit("a@x.com", ip(1), None, 0).await,
+                t.admit("a@x.com", ip(1), None, false, 0).await,
                 Ok(Gate::Open(_))
             ));
         }

@@ -59,6 +59,11 @@ pub(crate) struct RawConfig {
     pub(crate) identity: RawIdentity,
     pub(crate) state: RawState,
     pub(crate) mail: RawMail,
+    pub(crate) rate_limit: crate::rate_limit_config::RawRateLimit,
+    pub(crate) ids: crate::defence_config::RawIds,
+    pub(crate) honeypot: crate::defence_config::RawHoneypot,
+    pub(crate) bot: crate::defence_config::RawBot,
+    pub(crate) alert: crate::defence_config::RawAlert,
     #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub(crate) routes: Vec<RawRoute>,
 }
@@ -313,6 +318,27 @@ pub(crate) struct RawRoute {
     /// The caller's token must carry all of these scopes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) scopes: Vec<String>,
+    /// The route's rate limit, e.g. `10/min`.
+    pub(crate) rate_limit: Option<String>,
+    pub(crate) rate_limit_burst: Option<u32>,
+    /// `ip`, `user`, `api_key` or `route`, or a list of them.
+    pub(crate) rate_limit_by: Option<crate::rate_limit_config::RawRateBy>,
+    /// Excess requests passed at once before later ones are delayed (nginx's `delay`).
+    pub(crate) rate_limit_delay: Option<u32>,
+    pub(crate) rate_limit_dry_run: Option<bool>,
+    /// `off`, `heuristics`, `challenge` or `block`.
+    pub(crate) bot: Option<BotModeRaw>,
+    pub(crate) bot_difficulty: Option<u8>,
+}
+
+/// A route's bot defence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BotModeRaw {
+    Off,
+    Heuristics,
+    Challenge,
+    Block,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -356,6 +382,12 @@ pub(crate) struct Config {
     pub(crate) secret_key: Option<Vec<u8>>,
     /// The identity service's settings, when identity is on.
     pub(crate) identity: Option<IdentityBuild>,
+    /// The intrusion detection and the IP decisions.
+    pub(crate) defence: crate::defence_config::DefenceBuild,
+    /// Lifetimes of challenges and passes, in seconds.
+    pub(crate) bot_lifetimes: (i64, i64),
+    /// The alert webhook, when one is set.
+    pub(crate) alert: Option<portcullis_gateway::AlertSettings>,
 }
 
 /// What `serve` and the `user` commands need to build the identity service.
@@ -476,6 +508,7 @@ struct Presets {
     session_absolute: &'static str,
     require_verified_email: bool,
     registration: RegistrationMode,
+    client_rate: &'static str,
 }
 
 fn presets(profile: Profile) -> Presets {
@@ -492,6 +525,7 @@ fn presets(profile: Profile) -> Presets {
             session_absolute: "720h",
             require_verified_email: false,
             registration: RegistrationMode::Open,
+            client_rate: "1000/min",
         },
         Profile::Staging => Presets {
             https_required: true,
@@ -505,6 +539,7 @@ fn presets(profile: Profile) -> Presets {
             session_absolute: "168h",
             require_verified_email: true,
             registration: RegistrationMode::Off,
+            client_rate: "200/min",
         },
         Profile::Production => Presets {
             https_required: true,
@@ -518,6 +553,7 @@ fn presets(profile: Profile) -> Presets {
             session_absolute: "12h",
             require_verified_email: true,
             registration: RegistrationMode::Off,
+            client_rate: "100/min",
         },
     }
 }
@@ -626,7 +662,7 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         gateway_csp: h
             .gateway_csp
             .get_or_insert(
-                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
                     .into(),
             )
             .clone(),
@@ -645,6 +681,11 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
     state.key_prefix.get_or_insert_with(|| "portcullis:".into());
     state.max_local_keys.get_or_insert(1_000_000);
     let waf = resolve_waf(&mut raw.waf, &preset, profile)?;
+    let rate_limits = crate::rate_limit_config::resolve(&mut raw.rate_limit, preset.client_rate)?;
+    let defence = crate::defence_config::resolve_ids(&mut raw.ids)?;
+    let honeypot_paths = crate::defence_config::resolve_honeypot(&mut raw.honeypot)?;
+    let bot = crate::defence_config::resolve_bot(&mut raw.bot)?;
+    let alert = crate::defence_config::resolve_alert(&mut raw.alert)?;
     let default_public_url = format!("http://{listen}");
     let (identity_settings, identity) =
         resolve_identity(&mut raw.identity, &preset, &default_public_url, !hide_docs)?;
@@ -666,12 +707,15 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         hsts,
         error_detail,
         hidden_paths: if hide_docs { docs_paths } else { Vec::new() },
+        honeypot_paths,
         max_connections,
         workers,
         limits,
         upstream,
         headers,
         waf,
+        rate_limits,
+        bot: bot.settings,
         routes,
         identity: identity_settings,
     };
@@ -684,6 +728,9 @@ fn resolve(mut raw: RawConfig, file_table: Table) -> anyhow::Result<Config> {
         storage_url,
         secret_key,
         identity,
+        defence,
+        bot_lifetimes: (bot.challenge_secs, bot.pass_secs),
+        alert,
     })
 }
 
@@ -937,6 +984,29 @@ fn resolve_route(
         },
         roles: route.roles.clone(),
         scopes: route.scopes.clone(),
+        bot: match route.bot.get_or_insert(BotModeRaw::Off) {
+            BotModeRaw::Off => portcullis_gateway::BotMode::Off,
+            _ if route.auth == Some(AuthMode::Token) => {
+                bail!("{at}: bot defence is for browser routes; this route authenticates by token")
+            }
+            BotModeRaw::Heuristics => portcullis_gateway::BotMode::Heuristics,
+            BotModeRaw::Challenge => portcullis_gateway::BotMode::Challenge,
+            BotModeRaw::Block => portcullis_gateway::BotMode::Block,
+        },
+        bot_difficulty: match route.bot_difficulty {
+            Some(bits) if bits > 28 => bail!("{at}: bot_difficulty {bits} is over 28 bits"),
+            bits => bits,
+        },
+        rate_limit: crate::rate_limit_config::route(
+            &at,
+            &crate::rate_limit_config::RouteRateKeys {
+                rate_limit: route.rate_limit.as_deref(),
+                burst: route.rate_limit_burst,
+                by: route.rate_limit_by.as_ref(),
+                delay: route.rate_limit_delay,
+                dry_run: route.rate_limit_dry_run,
+            },
+        )?,
     })
 }
 
@@ -1043,6 +1113,13 @@ impl Config {
         }
         if let Some(url) = &shown.mail.url {
             shown.mail.url = Some(redact_url_password(url));
+        }
+        if let Some(captcha) = &mut shown.bot.captcha {
+            captcha.secret = "[redacted]".into();
+        }
+        if shown.alert.webhook.is_some() {
+            // A webhook URL is its own credential.
+            shown.alert.webhook = Some("[redacted]".into());
         }
         Ok(toml::to_string_pretty(&shown)?)
     }

@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod defence_config;
+mod ip_cli;
+mod rate_limit_config;
 mod user_cli;
 mod waf_cli;
 
@@ -89,6 +92,13 @@ enum Command {
         config: ConfigArgs,
         #[command(subcommand)]
         command: user_cli::UserCommand,
+    },
+    /// Block and allowlist client addresses and networks.
+    Ip {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        command: ip_cli::IpCommand,
     },
 }
 
@@ -271,6 +281,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             user_cli::run(&config, store, command).await
         }
+        Command::Ip { config, command } => {
+            let config = config.load(Flags::default())?;
+            let store = open_store(&config).await?;
+            if config.storage_url.is_none() {
+                store.migrate().await?;
+            }
+            ip_cli::run(store, command).await
+        }
         Command::Audit(AuditCommand::Verify { config, json }) => {
             let store = open_store(&config.load(Flags::default())?).await?;
             let report = store.verify_audit().await?;
@@ -328,7 +346,7 @@ async fn token_service(
 }
 
 /// The mailer and the base of the links it sends.
-fn mail_links(config: &Config) -> anyhow::Result<portcullis_identity::MailLinks> {
+pub(crate) fn mail_links(config: &Config) -> anyhow::Result<portcullis_identity::MailLinks> {
     let mail = &config.effective.mail;
     let mailer = match &mail.url {
         Some(url) => {
@@ -443,9 +461,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let audit = AuditLog::start(store.clone());
     let events = EventSink::new(Some(audit), Arc::new(SystemClock));
     let profile = config.profile;
+    let state = shared_state(&config).await?;
     let identity = match identity_service(&config, store.clone())? {
         Some(identity) => {
-            let state = shared_state(&config).await?;
             let throttle = config
                 .identity
                 .as_ref()
@@ -468,7 +486,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             Some(
                 identity
                     .with_throttle(portcullis_identity::throttle::Throttle::new(
-                        state, throttle, &key,
+                        state.clone(),
+                        throttle,
+                        &key,
                     ))
                     .with_mail(links)
                     .with_tokens(tokens),
@@ -494,12 +514,57 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .identity
         .as_ref()
         .map_or_else(String::new, |i| i.prefix.clone());
+    let ip_decisions = portcullis_defence::ip::IpDecisions::load(
+        store.clone(),
+        Arc::new(SystemClock),
+        config.defence.bans,
+        config.defence.allowlist.clone(),
+    )
+    .await
+    .context("reading the IP decisions")?;
+    ip_decisions.refresh_every(IP_DECISION_REFRESH);
+    let (challenge_secs, pass_secs) = config.bot_lifetimes;
+    let challenges = Arc::new(portcullis_defence::challenge::Challenges::new(
+        &server_key(&config)?,
+        challenge_secs,
+        pass_secs,
+    ));
+    let events = match config.alert.clone() {
+        Some(alert) => events.with_alerts(
+            portcullis_gateway::Alerter::new(alert, &config.settings.upstream)
+                .context("setting up the alert webhook")?,
+        ),
+        None => events,
+    };
+    // The intrusion detection records its decisions through a sink that does not feed it back.
+    let events = match config.defence.ids.clone() {
+        Some(rules) => {
+            let recorder = events.clone();
+            let record: portcullis_defence::ids::Recorder = Arc::new(move |event| {
+                let recorder = recorder.clone();
+                Box::pin(async move { recorder.emit(event).await })
+            });
+            let ids = portcullis_defence::ids::Ids::start(
+                rules,
+                state.clone(),
+                ip_decisions.clone(),
+                record,
+            );
+            events.with_ids(ids)
+        }
+        None => events,
+    };
     let running = portcullis_gateway::start(
         config.settings,
-        events.clone(),
-        Some(store),
-        metrics,
-        handle,
+        portcullis_gateway::Services {
+            events: events.clone(),
+            store: Some(store),
+            metrics,
+            identity: handle,
+            state,
+            ip_decisions: Some(ip_decisions),
+            challenges,
+        },
     )
     .await?;
     let scheme = if running.tls { "https" } else { "http" };
@@ -528,6 +593,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// How soon a decision made elsewhere (another instance, `portcullis ip`) takes effect here.
+const IP_DECISION_REFRESH: Duration = Duration::from_secs(5);
 
 async fn terminate() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

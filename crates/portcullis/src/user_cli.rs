@@ -34,6 +34,17 @@ pub(crate) enum UserCommand {
         #[arg(long)]
         verified: bool,
     },
+    /// Invite someone: an account with no password, and a link (printed, and mailed when
+    /// `[mail]` is set up) with which they choose one, valid for 72 hours and once.
+    Invite {
+        email: String,
+        /// Name shown to people (default: the e-mail's local part).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A role; repeat for several (default: user).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
     /// List accounts.
     List {
         #[arg(long)]
@@ -86,7 +97,8 @@ pub(crate) async fn run(
     command: UserCommand,
 ) -> anyhow::Result<ExitCode> {
     let identity = crate::identity_service(config, store.clone())?
-        .ok_or_else(|| anyhow!("[identity] is disabled in this configuration"))?;
+        .ok_or_else(|| anyhow!("[identity] is disabled in this configuration"))?
+        .with_mail(crate::mail_links(config)?);
     let events = EventSink::new(Some(AuditLog::start(store.clone())), Arc::new(SystemClock));
     let record = |kind: EventKind, user: &str, details: serde_json::Value| {
         let event = SecurityEvent::new(kind, events.now())
@@ -131,6 +143,31 @@ pub(crate) async fn run(
             )
             .await;
             writeln!(out, "{}", account.id)?;
+        }
+        UserCommand::Invite { email, name, roles } => {
+            let roles = if roles.is_empty() {
+                vec!["user".to_owned()]
+            } else {
+                roles
+            };
+            let (account, link) = identity
+                .invite(NewAccount {
+                    email: &email,
+                    display_name: &name,
+                    password: None,
+                    roles,
+                    email_verified: false,
+                })
+                .await
+                .map_err(explain)?;
+            record(
+                EventKind::AccountCreated,
+                &account.id,
+                serde_json::json!({"via": "cli", "invited": true}),
+            )
+            .await;
+            writeln!(out, "{}", account.id)?;
+            writeln!(out, "invitation link (72 hours, once): {link}")?;
         }
         UserCommand::List { json } => {
             let mut offset = 0;

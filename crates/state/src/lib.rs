@@ -1,6 +1,6 @@
-//! Fast shared state: counters that decide security questions (failed logins now; rate limits
-//! and replay caches later), either in this process or on Redis so that several instances
-//! share them.
+//! Fast shared state: the numbers that decide security questions (failed-login counters,
+//! rate-limit buckets), either in this process or on Redis so that several instances share
+//! them.
 //!
 //! Every operation is atomic where it decides: an attempt is counted and checked in one step
 //! (a Lua script on Redis, one lock here), so parallel requests cannot all read "under the
@@ -9,9 +9,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod rate;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rate::RateTable;
+pub use rate::{RateDecision, RateRule};
 
 /// How a key's attempts are counted and throttled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +87,7 @@ impl SharedState {
             connection,
             prefix: prefix.to_owned(),
             attempt: Arc::new(redis::Script::new(ATTEMPT_SCRIPT)),
+            gcra: Arc::new(redis::Script::new(rate::GCRA_SCRIPT)),
         }))
     }
 
@@ -91,6 +97,28 @@ impl SharedState {
         match self {
             Self::Local(local) => Ok(local.attempt(key, rule, Instant::now())),
             Self::Redis(redis) => redis.attempt(key, rule).await,
+        }
+    }
+
+    /// Takes one request of `key` under `rule`, when the rule lets it pass.
+    pub async fn rate_limit(&self, key: &str, rule: &RateRule) -> Result<RateDecision, StateError> {
+        match self {
+            Self::Local(local) => Ok(local.rates.check(key, rule, local.rates.now_us())),
+            Self::Redis(redis) => redis.rate_limit(key, rule, None).await,
+        }
+    }
+
+    /// [`Self::rate_limit`] at a given time in microseconds, for tests with a controlled
+    /// clock (in process, on this process's clock; on Redis, instead of Redis's `TIME`).
+    pub async fn rate_limit_at(
+        &self,
+        key: &str,
+        rule: &RateRule,
+        now_us: u64,
+    ) -> Result<RateDecision, StateError> {
+        match self {
+            Self::Local(local) => Ok(local.rates.check(key, rule, now_us.max(1))),
+            Self::Redis(redis) => redis.rate_limit(key, rule, Some(now_us.max(1))).await,
         }
     }
 
@@ -155,6 +183,7 @@ struct Entry {
 pub struct LocalState {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
     max_keys: usize,
+    rates: Arc<RateTable>,
 }
 
 impl LocalState {
@@ -162,6 +191,7 @@ impl LocalState {
         Self {
             entries: Arc::new(Mutex::new(HashMap::new())),
             max_keys: max_keys.max(16),
+            rates: RateTable::new(max_keys),
         }
     }
 
@@ -213,6 +243,7 @@ pub struct RedisState {
     connection: redis::aio::ConnectionManager,
     prefix: String,
     attempt: Arc<redis::Script>,
+    gcra: Arc<redis::Script>,
 }
 
 /// KEYS: count, block. ARGV: window ms, free, base ms, max ms. Returns {count, 0} when counted,
@@ -261,6 +292,29 @@ impl RedisState {
         } else {
             Attempt::Counted(u64::try_from(n).unwrap_or(0))
         })
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        rule: &RateRule,
+        now_us: Option<u64>,
+    ) -> Result<RateDecision, StateError> {
+        let (interval, burst, now) = rate::script_args(rule, now_us);
+        let mut connection = self.connection.clone();
+        let (allowed, ahead): (i64, i64) = self
+            .gcra
+            .key(format!("{}rate:{key}", self.prefix))
+            .arg(interval)
+            .arg(burst)
+            .arg(now)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(rate::decision_from(
+            allowed == 1,
+            u64::try_from(ahead).unwrap_or(0),
+            rule,
+        ))
     }
 
     async fn forget(&self, key: &str) -> Result<(), StateError> {
@@ -424,6 +478,43 @@ mod tests {
         assert!(wait > Duration::from_millis(300), "doubled: {wait:?}");
         state.uncount("k").await.unwrap_or_else(|e| panic!("{e}"));
         state.forget("k").await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The same requests at the same controlled times get the same answers in process and on
+    /// Redis: bursts, refusals, recovery, several rules and keys.
+    #[tokio::test]
+    async fn redis_limits_like_the_process() {
+        let Some(redis) = redis("gcra").await else {
+            return;
+        };
+        let local = SharedState::local(1000);
+        let rules = [
+            RateRule::per(10, Duration::from_secs(1), 3),
+            RateRule::per(100, Duration::from_secs(60), 0),
+            RateRule::per(7, Duration::from_secs(1), 20),
+        ];
+        // A deterministic walk: clusters of requests at irregular gaps.
+        let mut now: u64 = 1_700_000_000_000_000;
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut refused = 0;
+        for step in 0..600 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            now += seed % 150_000;
+            let rule = rules[step % 3].unwrap_or_else(|| panic!());
+            let key = format!("k{}", seed % 4);
+            let here = local.rate_limit_at(&key, &rule, now).await;
+            let there = redis.rate_limit_at(&key, &rule, now).await;
+            assert_eq!(
+                here.as_ref().ok(),
+                there.as_ref().ok(),
+                "step {step} at {now}"
+            );
+            refused += usize::from(here.as_ref().is_ok_and(|d| !d.allowed));
+        }
+        // The walk exercised both answers.
+        assert!((100..500).contains(&refused), "{refused} refused");
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl Store {
         keep: i64,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if history {
             sqlx::query(
                 "INSERT INTO password_history (account_id, hash, replaced_at) \
@@ -239,7 +239,7 @@ impl Store {
         now_ms: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM one_time_tokens WHERE expires_at <= $1")
             .bind(now_ms)
             .execute(&mut *tx)

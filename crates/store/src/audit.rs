@@ -81,7 +81,7 @@ async fn run_writer(store: Store, mut receiver: mpsc::Receiver<(SecurityEvent, A
 
 /// Commits `events` in one transaction; returns the first sequence number used.
 async fn append_group(store: &Store, events: &[&SecurityEvent]) -> Result<i64, StoreError> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin_write().await?;
     if store.backend() == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CHAIN_LOCK_KEY)

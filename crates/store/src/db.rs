@@ -110,6 +110,20 @@ impl Store {
         &self.pool
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at its start
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails at once
+    /// with `SQLITE_BUSY` when another connection wrote in between (WAL mode cannot upgrade a
+    /// stale read snapshot, and the busy timeout does not apply), so two writers at once lost
+    /// one of their writes.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Applies the migrations this binary carries that the database lacks.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migrator(self.backend).run(&self.pool).await?;
@@ -174,6 +188,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "tokens",
         include_str!("../migrations/sqlite/0004_tokens.sql"),
     ),
+    (
+        5,
+        "ip_decisions",
+        include_str!("../migrations/sqlite/0005_ip_decisions.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -195,6 +214,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "tokens",
         include_str!("../migrations/postgres/0004_tokens.sql"),
+    ),
+    (
+        5,
+        "ip_decisions",
+        include_str!("../migrations/postgres/0005_ip_decisions.sql"),
     ),
 ];
 

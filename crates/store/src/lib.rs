@@ -10,11 +10,13 @@
 mod accounts;
 mod audit;
 mod db;
+mod ip_decisions;
 mod sessions;
 mod tokens;
 
 pub use accounts::AccountRow;
 pub use audit::{AuditLog, AuditRow, ChainBreak, VerifyReport};
 pub use db::{Backend, Store, StoreConfig, StoreError};
+pub use ip_decisions::IpDecisionRow;
 pub use sessions::SessionRow;
 pub use tokens::{RefreshUse, SigningKeyRow};

@@ -51,7 +51,7 @@ impl Store {
         session: &SessionRow,
         max_per_account: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, \
              expires_at, client_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -67,7 +67,7 @@ impl Store {
 
     /// Makes `key` the active signing key and retires the others.
     pub async fn rotate_signing_key(&self, key: &SigningKeyRow) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(key.created_at)
             .execute(&mut *tx)
@@ -182,7 +182,7 @@ impl Store {
         expires_at: i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
             .bind(now_ms)
             .execute(&mut *tx)

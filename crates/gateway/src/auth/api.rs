@@ -31,6 +31,17 @@ use crate::stack::{Gateway, Rejection, RequestContext};
 pub(super) struct Credentials {
     pub(super) email: String,
     pub(super) password: String,
+    /// The solved proof-of-work a `proof_required` answer asked for.
+    #[serde(default)]
+    pub(super) proof: Option<Proof>,
+}
+
+/// A solved challenge: the challenge as given, and the nonce found.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Proof {
+    pub(super) challenge: String,
+    pub(super) nonce: String,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +145,7 @@ impl Gateway {
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(user_agent_family),
+            proven: false,
         };
         let timeout = self.settings.limits.request_timeout;
         let max = settings.max_body_bytes;
@@ -156,7 +168,13 @@ impl Gateway {
                 self.register(handle, body, ctx).await
             }
             (Method::POST, "api/login") => {
-                let body: Credentials = read_json(request, max, timeout).await?;
+                let mut body: Credentials = read_json(request, max, timeout).await?;
+                let mut client = client;
+                if let Some(proof) = body.proof.take() {
+                    let agent = client.user_agent.clone().unwrap_or_default();
+                    self.proof_of_work(&proof, &agent, ctx).await?;
+                    client.proven = true;
+                }
                 let grant = Grant::Session { previous: token };
                 self.login(handle, settings, body, client, grant, ctx).await
             }
@@ -164,7 +182,11 @@ impl Gateway {
                 let body: TokenRequest = read_json(request, max, timeout).await?;
                 match body {
                     TokenRequest::Password { email, password } => {
-                        let body = Credentials { email, password };
+                        let body = Credentials {
+                            email,
+                            password,
+                            proof: None,
+                        };
                         self.login(handle, settings, body, client, Grant::Tokens, ctx)
                             .await
                     }
@@ -535,6 +557,42 @@ impl Gateway {
         }
     }
 
+    /// A proof-of-work challenge for a login to an account under distributed attack, bound to
+    /// the client's network and browser family.
+    fn login_challenge(&self, bits: u8, ip: std::net::IpAddr, agent: &str) -> String {
+        let binding = portcullis_defence::challenge::binding(ip, agent);
+        self.challenges
+            .issue(&binding, bits, self.events.now().unix_timestamp())
+    }
+
+    /// Checks a login's proof-of-work: signed here for this client, at least the login's
+    /// difficulty (a bot-defence challenge may ask for less), in time, and used once.
+    async fn proof_of_work(
+        &self,
+        proof: &Proof,
+        agent: &str,
+        ctx: &RequestContext<'_>,
+    ) -> Result<(), Rejection> {
+        let refused = |reason: String| (Reject::ChallengeFailed, reason);
+        let binding = portcullis_defence::challenge::binding(ctx.client.ip, agent);
+        let now = self.events.now().unix_timestamp();
+        let solved = self
+            .challenges
+            .verify(&proof.challenge, &proof.nonce, &binding, now)
+            .map_err(|e| refused(format!("login proof: {e}")))?;
+        let asked = self.challenges.difficulty(&proof.challenge).unwrap_or(0);
+        if asked < self.settings.bot.login_difficulty {
+            return Err(refused(format!(
+                "login proof of {asked} bits, under the login's"
+            )));
+        }
+        match crate::bot::use_once(self.limiter.state(), &solved).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refused("login proof used before".into())),
+            Err(error) => Err((Reject::Unavailable, format!("challenge state: {error}"))),
+        }
+    }
+
     /// A password login that ends in a session cookie (`Grant::Session`) or in tokens.
     pub(super) async fn login(
         &self,
@@ -547,6 +605,7 @@ impl Gateway {
     ) -> Result<Response<Body>, Rejection> {
         let masked_email = mask_pii(&body.email);
         let wants_tokens = matches!(grant, Grant::Tokens);
+        let agent = client.user_agent.clone().unwrap_or_default();
         let outcome = handle
             .run(move |identity| async move {
                 let outcome = identity.login(&body.email, &body.password, &client).await?;
@@ -653,12 +712,18 @@ impl Gateway {
                 )
                 .await;
                 ctx.event_recorded = true;
-                Ok(respond::api_error(
+                // The proof-of-work stands in for the mailed link: the client may solve this
+                // challenge and send the login again with `proof`.
+                let bits = self.settings.bot.login_difficulty;
+                let challenge = self.login_challenge(bits, ctx.client.ip, &agent);
+                Ok(respond::json(
                     StatusCode::FORBIDDEN,
-                    "proof_required",
-                    "This account saw many failed logins from elsewhere; log in from a browser that logged in to it before, or use the link sent to its e-mail address",
-                    &ctx.id,
-                    None,
+                    &serde_json::json!({ "error": {
+                        "code": "proof_required",
+                        "message": "This account saw many failed logins from elsewhere; log in from a browser that logged in to it before, use the link sent to its e-mail address, or send the login again with the proof of work below",
+                        "request_id": ctx.id.as_str(),
+                        "proof_of_work": { "challenge": challenge, "difficulty": bits, "algorithm": "sha256(challenge + \":\" + nonce) with that many leading zero bits" },
+                    }}),
                 ))
             }
             LoginOutcome::Failure { reason, account_id } => {

@@ -11,7 +11,7 @@ pub(crate) mod csrf;
 mod forward;
 mod pages;
 
-pub(crate) use pages::redirect_to_login;
+pub(crate) use pages::{redirect_to_login, safe_next};
 
 use std::future::Future;
 
@@ -102,17 +102,6 @@ impl IdentityHandle {
         self.identity
             .tokens()
             .map(portcullis_identity::tokens::Tokens::jwks)
-    }
-
-    /// Whether the shared state (Redis, when configured) answers.
-    pub(crate) async fn ping_state(&self) -> Result<(), IdentityError> {
-        self.run(|identity| async move {
-            if let Some(throttle) = identity.throttle() {
-                throttle.state().ping().await?;
-            }
-            Ok(())
-        })
-        .await
     }
 
     /// Runs `work` on the service's runtime and waits for it.

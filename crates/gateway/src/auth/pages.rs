@@ -2,7 +2,7 @@
 //! back to the gateway with a synchronizer token, and a `next` that may only be a same-origin
 //! relative path, so the login can never be used as an open redirect.
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq as _;
 use super::api::Grant;
 use super::forward::found;
 use super::{IdentityHandle, cookie};
-use crate::body::{Body, full};
+use crate::body::Body;
 use crate::respond::escape_html;
 use crate::settings::IdentitySettings;
 use crate::stack::{Gateway, Rejection, RequestContext};
@@ -38,7 +38,15 @@ pub(crate) fn redirect_to_login(prefix: &str, uri: &str) -> Response<Body> {
     found(&format!("{prefix}/login?next={next}"))
 }
 
-/// A whole page: the title as heading, an optional error, then `main` (already escaped).
+/// A form field no person sees or fills: a form posted with it filled was filled by a bot.
+const HONEYPOT_FIELD: &str = "website";
+const HONEYPOT_INPUT: &str = "<div aria-hidden=\"true\" style=\"position:absolute;left:-10000px\">\
+                              <label>Leave this empty <input name=\"website\" tabindex=\"-1\" \
+                              autocomplete=\"off\"></label></div>";
+
+/// A whole page: the title as heading, an optional error, then `main` (already escaped); and a
+/// link no person sees or follows (hidden, out of the tab order, `nofollow`), so a client that
+/// requests its target is a crawler ignoring all three: a honeypot hit.
 fn html_page(title: &str, error: Option<&str>, main: &str) -> Response<Body> {
     let error = error
         .map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", escape_html(e)))
@@ -46,23 +54,19 @@ fn html_page(title: &str, error: Option<&str>, main: &str) -> Response<Body> {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title></head>\
-         <body><main><h1>{title}</h1>{error}{main}</main></body></html>",
+         <body><main><h1>{title}</h1>{error}{main}</main>\
+         <a href=\"{trap}\" rel=\"nofollow\" tabindex=\"-1\" aria-hidden=\"true\" style=\"display:none\">&#8203;</a>\
+         </body></html>",
         title = escape_html(title),
+        trap = crate::bot::TRAP_LINK_PATH,
     );
-    let mut response = Response::new(full(html));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::respond::html_page(html)
 }
 
 fn page(prefix: &str, next: &str, csrf: &str, error: Option<&str>) -> Response<Body> {
     let form = format!(
         "<form method=\"post\" action=\"{prefix}/login\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{next}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{next}\">{HONEYPOT_INPUT}\
          <p><label for=\"email\">E-mail address</label><br><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></p>\
          <p><label for=\"password\">Password</label><br><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></p>\
          <p><button type=\"submit\">Log in</button></p></form>",
@@ -187,7 +191,12 @@ impl Gateway {
         ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
         let (fields, csrf) = self
-            .read_form(request, settings.max_body_bytes, &["token", "password"])
+            .read_form(
+                request,
+                settings.max_body_bytes,
+                &["token", "password"],
+                ctx,
+            )
             .await?;
         let [token, password] = fields;
         let prefix = settings.prefix.clone();
@@ -269,12 +278,14 @@ impl Gateway {
     }
 
     /// Reads a form of at most `max` bytes whose synchronizer token matches the browser's CSRF
-    /// cookie; returns the named fields (empty when absent) and the token.
+    /// cookie and whose honeypot field is empty; returns the named fields (empty when absent)
+    /// and the token.
     async fn read_form<const N: usize>(
         &self,
         request: Request<Incoming>,
         max: usize,
         names: &[&str; N],
+        ctx: &mut RequestContext<'_>,
     ) -> Result<([String; N], String), Rejection> {
         let cookie_token = cookie::read(request.headers(), CSRF_COOKIE).map(str::to_owned);
         let timeout = self.settings.limits.request_timeout;
@@ -309,6 +320,16 @@ impl Gateway {
                 "form without its synchronizer token".into(),
             ));
         }
+        if !field(HONEYPOT_FIELD).is_empty() {
+            let details = serde_json::json!({ "form_field": HONEYPOT_FIELD, "path": ctx.path });
+            self.emit_details(portcullis_core::EventKind::HoneypotHit, ctx, details)
+                .await;
+            ctx.event_recorded = true;
+            return Err((
+                portcullis_core::Reject::BotRefused,
+                "honeypot form field filled".into(),
+            ));
+        }
         Ok((names.map(field), cookie_token))
     }
 
@@ -334,9 +355,14 @@ impl Gateway {
                 request,
                 settings.max_body_bytes,
                 &["email", "password", "next"],
+                ctx,
             )
             .await?;
-        let credentials = super::api::Credentials { email, password };
+        let credentials = super::api::Credentials {
+            email,
+            password,
+            proof: None,
+        };
         let outcome = self
             .login(
                 handle,
@@ -392,6 +418,7 @@ impl Gateway {
                 request,
                 settings.max_body_bytes,
                 &["email", "display_name", "password", "token"],
+                ctx,
             )
             .await?;
         let prefix = settings.prefix.clone();
@@ -507,7 +534,7 @@ impl AccountPage {
         };
         format!(
             "<form method=\"post\" action=\"{prefix}/{path}\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">{HONEYPOT_INPUT}\
              <p><label for=\"email\">E-mail address</label><br><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required></p>\
              <p><label for=\"display_name\">Name</label><br><input id=\"display_name\" name=\"display_name\" autocomplete=\"name\"></p>\
              <p><label for=\"password\">Password</label><br><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required></p>\

@@ -239,12 +239,65 @@ fn nginx_auth_request_as_documented() {
         up = upstream.addr,
     );
     let conf_path = dir.write("nginx.conf", &conf);
-    let mut child = std::process::Command::new(nginx)
+    let child = std::process::Command::new(nginx)
         .arg("-c")
         .arg(&conf_path)
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start nginx");
+    // nginx makes the location absolute, on its own host.
+    through_the_proxy(child, port, &format!(":{port}/auth/login?next=/dash"));
+}
+
+#[test]
+fn caddy_forward_auth_as_documented() {
+    let Some(caddy) = which("caddy") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but caddy is missing (scripts/test-tools.sh installs it)"
+        );
+        eprintln!("SKIPPED caddy_forward_auth_as_documented: caddy is not installed");
+        return;
+    };
+    let upstream = Upstream::start("app");
+    let config = "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n\
+                  [[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\n";
+    let portcullis = Gateway::start(config, &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dir = crate::support::TempDir::new("caddy");
+    // docs/forward-auth.md's Caddyfile, on a loopback port without TLS.
+    let conf = format!(
+        "{{\n admin off\n auto_https off\n}}\n\
+         http://:{port} {{\n bind 127.0.0.1\n\
+          handle /auth/* {{\n  reverse_proxy {pc}\n }}\n\
+          handle {{\n  forward_auth {pc} {{\n   uri /auth/forward\n\
+            copy_headers X-Portcullis-User X-Portcullis-Email X-Portcullis-Roles X-Portcullis-Identity\n  }}\n\
+           reverse_proxy {up}\n }}\n}}\n",
+        pc = portcullis.addr,
+        up = upstream.addr,
+    );
+    let conf_path = dir.write("Caddyfile", &conf);
+    let child = std::process::Command::new(caddy)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&conf_path)
+        .env("XDG_DATA_HOME", &dir.0)
+        .env("XDG_CONFIG_HOME", &dir.0)
+        .env("HOME", &dir.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start caddy");
+    // Caddy passes Portcullis's own relative location through.
+    through_the_proxy(child, port, "/auth/login?next=%2Fdash");
+}
+
+/// Through a proxy on `port` in front of Portcullis and the app: registration and login reach
+/// Portcullis; a browser without a session is sent to log in (`login_location` ends the
+/// location); a session reaches the app with identity headers, and a forged role is replaced.
+fn through_the_proxy(mut child: std::process::Child, port: u16, login_location: &str) {
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut up = false;
     for _ in 0..100 {
@@ -255,7 +308,7 @@ fn nginx_auth_request_as_documented() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let check = || {
-        assert!(up, "nginx did not start");
+        assert!(up, "the proxy did not start");
         let body = format!(r#"{{"email":"vera@example.com","password":"{PASSWORD}"}}"#);
         assert_eq!(
             send_json(front, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
@@ -264,10 +317,8 @@ fn nginx_auth_request_as_documented() {
         // A browser without a session is sent to the login page, to come back to /dash.
         let browser = get(front, "/dash", &[HTML]);
         assert_eq!(browser.status, 302, "{}", browser.body);
-        // nginx makes the location absolute, on its own host.
         let location = browser.header("location").unwrap_or_default();
-        let expected = format!(":{port}/auth/login?next=/dash");
-        assert!(location.ends_with(&expected), "{location}");
+        assert!(location.ends_with(login_location), "{location}");
         let login = send_json(front, "POST", "/auth/api/login", &body, &[ORIGIN]);
         assert_eq!(login.status, 200, "{}", login.body);
         let cookie = login

@@ -337,3 +337,78 @@ fn mailed_links_open_pages_that_act_only_when_submitted() {
         reused.body
     );
 }
+
+/// `registration = "invite"`: nobody registers alone; an operator invites, the invitation is
+/// mailed, its link lets the invitee choose a password (once), and the address is verified.
+#[test]
+fn an_invitation_lets_its_invitee_choose_a_password_once() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let upstream = Upstream::start("app");
+    let file = config(
+        &upstream,
+        &sink,
+        "registration = \"invite\"\nrequire_verified_email = true\n",
+    );
+    let gateway = Gateway::start(&file, &[]);
+    let addr = gateway.addr;
+    let body = format!(r#"{{"email":"ines@example.com","password":"{PASSWORD}"}}"#);
+    let closed = post(addr, "/auth/api/register", &body, &[]);
+    assert_eq!(closed.status, 403, "{}", closed.body);
+
+    let data = gateway.dir.0.join("data");
+    let config_file = gateway.dir.0.join("portcullis.toml");
+    let (status, out) = crate::support::run(
+        &[
+            "user",
+            "-c",
+            config_file.to_str().expect("utf8"),
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "invite",
+            "ines@example.com",
+            "--role",
+            "editor",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{out}");
+    let printed = out
+        .split("invitation link (72 hours, once): ")
+        .nth(1)
+        .expect("the link is printed")
+        .trim();
+    assert!(
+        printed.starts_with("https://app.test/auth/reset?token="),
+        "{printed}"
+    );
+    let mail = sink.wait_for("ines@example.com", "reset?token=");
+    assert!(mail.contains("72 hours"), "{mail}");
+    let token = SmtpSink::token(&mail, "reset");
+    assert!(
+        printed.ends_with(&token),
+        "the printed and the mailed link are one"
+    );
+
+    // No password yet: no login.
+    assert_eq!(login(addr, "ines@example.com", PASSWORD, &[]).status, 401);
+    let chosen = post(
+        addr,
+        "/auth/api/reset",
+        &format!(r#"{{"token":"{token}","password":"{PASSWORD}"}}"#),
+        &[],
+    );
+    assert_eq!(chosen.status, 204, "{}", chosen.body);
+    // Verified by the link, so the login passes require_verified_email.
+    let logged_in = login(addr, "ines@example.com", PASSWORD, &[]);
+    assert_eq!(logged_in.status, 200, "{}", logged_in.body);
+    assert!(logged_in.body.contains("\"editor\""), "{}", logged_in.body);
+    let again = post(
+        addr,
+        "/auth/api/reset",
+        &format!(r#"{{"token":"{token}","password":"another long passphrase here"}}"#),
+        &[],
+    );
+    assert_eq!(again.status, 400, "{}", again.body);
+}

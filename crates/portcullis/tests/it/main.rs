@@ -10,12 +10,17 @@
 )]
 
 mod audit;
+mod bot;
+mod browser;
 mod brute_force;
 mod config;
 mod forward;
 mod identity;
+mod ids;
+mod ip_decisions;
 mod mail;
 mod proxy;
+mod rate_limit;
 mod support;
 mod tls;
 mod tokens;

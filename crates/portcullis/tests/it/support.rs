@@ -266,7 +266,8 @@ fn dechunk(body: &str) -> String {
 
 /// A small upstream on its own thread: answers `tag path=... xff=... rid=... original=...`, a JSON
 /// list of 200 items on `/json...` (with a cookie when the path says so), a Python
-/// traceback with 500 on `/boom`, and counts POST bodies.
+/// traceback with 500 on `/boom`, a payment-manipulation report on `.../checkout`, and counts POST
+/// bodies.
 pub struct Upstream {
     pub addr: SocketAddr,
 }
@@ -390,6 +391,16 @@ async fn answer(
                 "session=secret; HttpOnly".parse().expect("value"),
             );
         }
+        return Ok(response);
+    }
+    if request.uri().path().ends_with("/checkout") {
+        // The app caught a tampered price server-side, answers 400 and tells the gateway.
+        let mut response = Response::new(Full::new(Bytes::from("price mismatch")));
+        *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+        response.headers_mut().insert(
+            "x-portcullis-report",
+            "payment_manipulation_attempt".parse().expect("value"),
+        );
         return Ok(response);
     }
     if request.uri().path() == "/boom" {
@@ -630,4 +641,109 @@ pub fn audit_tail(gateway: Gateway) -> String {
     );
     assert!(status.success(), "{tail}");
     tail
+}
+
+/// `[state]` on the test Redis with keys of this test's own, or `None` outside CI without it.
+pub fn redis_state(tag: &str) -> Option<String> {
+    let Ok(url) = std::env::var("PORTCULLIS_TEST_REDIS_URL") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but PORTCULLIS_TEST_REDIS_URL is unset"
+        );
+        eprintln!("SKIPPED {tag}: set PORTCULLIS_TEST_REDIS_URL to run it against Redis");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Some(format!(
+        "[state]\nurl = \"{url}\"\nkey_prefix = \"it:{tag}:{}:{nanos}:\"\n",
+        std::process::id()
+    ))
+}
+
+/// A stand-in for a third-party HTTP service that cannot be reached here (a webhook receiver,
+/// a CAPTCHA provider): on its own thread, it keeps each request's body and answers with
+/// `answer(n, body)` → (status line, JSON body) for the n-th request.
+pub struct StandIn {
+    pub url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StandIn {
+    pub fn start(answer: impl Fn(usize, &str) -> (&'static str, String) + Send + 'static) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let body = read_request_body(&mut stream);
+                kept.lock().expect("lock").push(body.clone());
+                let (status, reply) = answer(n, &body);
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                        reply.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Self { url, bodies }
+    }
+
+    /// The bodies received so far.
+    pub fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().expect("lock").clone()
+    }
+}
+
+/// Reads one request's head, then its `Content-Length` bytes of body.
+fn read_request_body(stream: &mut TcpStream) -> String {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(read) = stream.read(&mut buf) {
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..read]);
+        let text = String::from_utf8_lossy(&request).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return body.to_owned();
+            }
+        }
+    }
+    String::new()
+}
+
+/// Does the work the challenge page's script does: a nonce whose SHA-256 with the challenge
+/// (`challenge:nonce`) starts with `bits` zero bits.
+pub fn solve_proof_of_work(challenge: &str, bits: u32) -> String {
+    use sha2::{Digest as _, Sha256};
+    (0u64..)
+        .map(|n| n.to_string())
+        .find(|nonce| {
+            let digest = Sha256::digest(format!("{challenge}:{nonce}").as_bytes());
+            let mut zeros = 0;
+            for byte in digest {
+                zeros += byte.leading_zeros();
+                if byte != 0 {
+                    break;
+                }
+            }
+            zeros >= bits
+        })
+        .expect("a nonce")
 }
