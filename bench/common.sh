@@ -42,3 +42,14 @@ http {
 }
 CONF
 }
+
+# ok_upstream PORT: starts the upstream every bench proxies to, an nginx answering `200 ok`.
+ok_upstream() {
+  nginx_conf upstream 1 "
+  server {
+    listen 127.0.0.1:$1;
+    keepalive_requests 1000000;
+    location / { default_type text/plain; return 200 'ok'; }
+  }"
+  nginx -c "$WORK/upstream/nginx.conf"
+}

@@ -22,13 +22,7 @@ PASSWORD="velvet tractor orbits quietly over the dunes"
 
 source bench/common.sh
 
-nginx_conf upstream 1 "
-  server {
-    listen 127.0.0.1:$UPSTREAM_PORT;
-    keepalive_requests 1000000;
-    location / { default_type text/plain; return 200 'ok'; }
-  }"
-nginx -c "$WORK/upstream/nginx.conf"
+ok_upstream "$UPSTREAM_PORT"
 
 cat > "$WORK/portcullis.toml" <<CONF
 profile = "production"

@@ -13,13 +13,7 @@ CONNECTIONS="${3:-64}"
 UPSTREAM_PORT=18201
 source bench/common.sh
 
-nginx_conf upstream 1 "
-  server {
-    listen 127.0.0.1:$UPSTREAM_PORT;
-    keepalive_requests 1000000;
-    location / { default_type text/plain; return 200 'ok'; }
-  }"
-nginx -c "$WORK/upstream/nginx.conf"
+ok_upstream "$UPSTREAM_PORT"
 
 start() { # name, port, [rate_limit] body
   cat > "$WORK/$1.toml" <<CONF

@@ -26,13 +26,7 @@ APACHE_PL2_PORT=18212
 source bench/common.sh
 CLEANUP+=("bench/waf/apache-crs.sh stop $WORK/apache1" "bench/waf/apache-crs.sh stop $WORK/apache2")
 
-nginx_conf upstream 1 "
-  server {
-    listen 127.0.0.1:$UPSTREAM_PORT;
-    keepalive_requests 1000000;
-    location / { default_type text/plain; return 200 'ok'; }
-  }"
-nginx -c "$WORK/upstream/nginx.conf"
+ok_upstream "$UPSTREAM_PORT"
 
 cat > "$WORK/portcullis.toml" <<CONF
 profile = "production"

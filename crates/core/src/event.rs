@@ -81,6 +81,15 @@ pub enum EventKind {
     /// An upstream reported a security fact about the request it answered (e.g. a payment
     /// manipulation attempt), in the `X-Portcullis-Report` response header.
     UpstreamReport,
+    /// An API key was created.
+    ApiKeyCreated,
+    /// An API key was rotated (the old one works on for its grace period).
+    ApiKeyRotated,
+    /// An API key was revoked.
+    ApiKeyRevoked,
+    /// A request's API key was refused (malformed, unknown, revoked, expired, from outside its
+    /// networks, or of an inactive owner).
+    ApiKeyDenied,
 }
 
 impl EventKind {
@@ -119,6 +128,10 @@ impl EventKind {
             Self::UpstreamReport => "upstream_report",
             Self::BotRefused => "bot_refused",
             Self::ChallengeFailed => "challenge_failed",
+            Self::ApiKeyCreated => "api_key_created",
+            Self::ApiKeyRotated => "api_key_rotated",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::ApiKeyDenied => "api_key_denied",
         }
     }
 
@@ -134,7 +147,10 @@ impl EventKind {
             | Self::AuthenticationRequired
             | Self::TokenIssued
             | Self::IpAllowed
-            | Self::IpDecisionEnded => Severity::Info,
+            | Self::IpDecisionEnded
+            | Self::ApiKeyCreated
+            | Self::ApiKeyRotated
+            | Self::ApiKeyRevoked => Severity::Info,
             Self::RefreshTokenReused => Severity::High,
             Self::LoginFailure | Self::AccessDenied => Severity::Low,
             Self::LoginThrottled | Self::AccountLocked | Self::CsrfRejected => Severity::Medium,
@@ -145,7 +161,8 @@ impl EventKind {
             | Self::MalformedRequest
             | Self::RateLimited
             | Self::BotRefused
-            | Self::ChallengeFailed => Severity::Low,
+            | Self::ChallengeFailed
+            | Self::ApiKeyDenied => Severity::Low,
             Self::PathRejected | Self::HiddenPathProbed | Self::WafDetect => Severity::Medium,
             Self::IdsAlert | Self::HoneypotHit => Severity::Medium,
             Self::WafBlock | Self::IpBlocked | Self::UpstreamReport => Severity::High,
@@ -238,6 +255,12 @@ impl SecurityEvent {
     /// The account the event is about.
     pub fn with_user(mut self, user_id: Option<&str>) -> Self {
         self.user_id = user_id.map(str::to_owned);
+        self
+    }
+
+    /// The API key the event is about.
+    pub fn with_key(mut self, key_id: Option<&str>) -> Self {
+        self.key_id = key_id.map(str::to_owned);
         self
     }
 

@@ -60,6 +60,11 @@ pub enum Reject {
     BotRefused,
     /// An answer to the browser challenge was wrong, forged, expired or used before.
     ChallengeFailed,
+    /// The API key is malformed, unknown, revoked or expired. One answer for all: the client
+    /// learns nothing about keys it does not hold.
+    InvalidApiKey,
+    /// The API key is valid but not usable from this network.
+    ApiKeyNetwork,
 }
 
 impl Reject {
@@ -67,14 +72,15 @@ impl Reject {
     pub fn status(self) -> u16 {
         match self {
             Self::BadPath | Self::BadRequest | Self::MalformedBody => 400,
-            Self::Unauthenticated | Self::InvalidCredentials => 401,
+            Self::Unauthenticated | Self::InvalidCredentials | Self::InvalidApiKey => 401,
             Self::CorsDenied
             | Self::WafBlocked
             | Self::Forbidden
             | Self::CsrfRejected
             | Self::IpBlocked
             | Self::BotRefused
-            | Self::ChallengeFailed => 403,
+            | Self::ChallengeFailed
+            | Self::ApiKeyNetwork => 403,
             Self::LoginThrottled | Self::RateLimited => 429,
             Self::NoRoute | Self::Hidden => 404,
             Self::RequestTimeout => 408,
@@ -116,6 +122,8 @@ impl Reject {
             Self::IpBlocked => "ip_blocked",
             Self::BotRefused => "bot_refused",
             Self::ChallengeFailed => "challenge_failed",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::ApiKeyNetwork => "api_key_network",
         }
     }
 
@@ -147,6 +155,8 @@ impl Reject {
             Self::IpBlocked => "Requests from your network are blocked",
             Self::BotRefused => "Automated requests are not allowed here",
             Self::ChallengeFailed => "The browser check failed; reload the page",
+            Self::InvalidApiKey => "The API key is not valid",
+            Self::ApiKeyNetwork => "This API key may not be used from your network",
         }
     }
 
@@ -179,6 +189,7 @@ impl Reject {
             Self::RateLimited => Some(EventKind::RateLimited),
             Self::BotRefused => Some(EventKind::BotRefused),
             Self::ChallengeFailed => Some(EventKind::ChallengeFailed),
+            Self::InvalidApiKey | Self::ApiKeyNetwork => Some(EventKind::ApiKeyDenied),
             // The login handler records its own, richer events.
             Self::InvalidCredentials | Self::LoginThrottled => None,
             // The block itself was the event; each refused request is a metric.

@@ -152,10 +152,13 @@ impl BotGate<'_> {
     ) -> Gate {
         let mode = route.bot;
         let difficulty = route.bot_difficulty.unwrap_or(self.settings.difficulty);
-        // API clients pass when the route will verify their token (a bearer on `auth = "any"`:
-        // a forged one gets 401 there). A credential header alone proves nothing: on a route
-        // that does not check it, it would let any bot walk past the challenge.
-        let api_client = route.auth == RouteAuth::Any && crate::auth::bearer(headers).is_some();
+        // API clients pass when the route will verify their credential (a bearer token or an
+        // API key on `auth = "any"`: a forged one gets 401 there). A credential header alone
+        // proves nothing: on a route that does not check it, it would let any bot walk past
+        // the challenge.
+        let api_client = route.auth == RouteAuth::Any
+            && (crate::auth::bearer(headers).is_some()
+                || headers.contains_key(crate::auth::X_API_KEY));
         // Verified crawlers pass by their network.
         if mode == BotMode::Off
             || api_client

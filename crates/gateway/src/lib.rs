@@ -38,6 +38,7 @@ mod waf;
 
 pub use alert::{AlertSettings, Alerter};
 pub use auth::IdentityHandle;
+pub use auth::keys::key_details as api_key_details;
 pub use captcha::{CaptchaProvider, CaptchaSettings};
 pub use events::EventSink;
 pub use listener::{Running, Services, StartError, start};

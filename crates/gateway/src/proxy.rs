@@ -81,6 +81,8 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) identity: &'a [(HeaderName, HeaderValue)],
     /// The session cookie's name, removed from `Cookie`: the upstream never sees the token.
     pub(crate) session_cookie: Option<&'a str>,
+    /// A header that carried the gateway's credential (an API key), removed.
+    pub(crate) spent_credential: Option<&'a HeaderName>,
 }
 
 /// Builds the upstream request from the client's.
@@ -109,6 +111,9 @@ pub(crate) fn upstream_request(
     });
     if let Some(cookie) = forwarding.session_cookie {
         crate::auth::cookie::remove_from_request(headers, cookie);
+    }
+    if let Some(name) = forwarding.spent_credential {
+        headers.remove(name);
     }
     for (name, value) in forwarding.identity {
         headers.insert(name.clone(), value.clone());

@@ -69,6 +69,8 @@ pub struct IdentitySettings {
     pub max_body_bytes: usize,
     /// Serve the OpenAPI document of the identity API (not in production).
     pub openapi: bool,
+    /// Scopes a user may put on their own API keys (admins may grant any).
+    pub api_key_user_scopes: Vec<String>,
 }
 
 /// Names of the identity headers sent upstream.
@@ -91,7 +93,10 @@ pub enum RouteAuth {
     Session,
     /// A valid access token (`Authorization: Bearer`).
     Token,
-    /// Any method available: a bearer token when the request carries one, else a session.
+    /// A valid API key (`X-API-Key`, or `Authorization: Bearer` with the key prefix).
+    ApiKey,
+    /// Any method available: an API key or a bearer token when the request carries one, else
+    /// a session.
     Any,
 }
 

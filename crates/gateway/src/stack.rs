@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use portcullis_core::{EventKind, Reject, RequestId, SecurityEvent};
 use portcullis_defence::challenge::Challenges;
 use portcullis_defence::ip::IpDecisions;
+use portcullis_identity::api_keys::KeyDenied;
 
 use crate::auth::{self, IdentityHandle, cookie, csrf};
 use crate::body::{Body, LimitedBody, empty};
@@ -83,6 +84,11 @@ pub(crate) struct RequestContext<'g> {
     pub(crate) user_id: Option<String>,
     /// Identity headers for the upstream, set by authentication.
     pub(crate) identity_headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// The API key the request authenticated with, for rate limits keyed by key.
+    pub(crate) api_key_id: Option<String>,
+    /// The header that carried a credential meant for the gateway (an API key): the upstream
+    /// never sees it.
+    pub(crate) spent_credential: Option<header::HeaderName>,
     /// `RateLimit-Policy` and `RateLimit` items of the limits the request passed through.
     rate_fields: Vec<(String, String)>,
     /// `Retry-After` seconds of a rate-limit refusal.
@@ -154,6 +160,8 @@ impl Gateway {
             event_recorded: false,
             user_id: None,
             identity_headers: Vec::new(),
+            api_key_id: None,
+            spent_credential: None,
             rate_fields: Vec::new(),
             retry_after: None,
             path: request.uri().path().to_owned(),
@@ -408,7 +416,7 @@ impl Gateway {
         let caller = rate_limit::Caller {
             ip: ctx.client.ip,
             user: ctx.user_id.as_deref(),
-            api_key: None,
+            api_key: ctx.api_key_id.as_deref(),
         };
         let outcome = self.limiter.check(policy, limit, &caller).await;
         ctx.rate_fields.extend(outcome.fields);
@@ -476,6 +484,40 @@ impl Gateway {
                 "route needs identity, which is off".into(),
             ));
         };
+        // An API key, where keys are accepted; like a bearer token, never checked for CSRF.
+        if matches!(required, RouteAuth::ApiKey | RouteAuth::Any)
+            && let Some(prefix) = handle.api_key_prefix()
+            && let Some((key, carrier)) = auth::keys::presented(headers, prefix)
+        {
+            let verdict = handle
+                .verify_api_key(key, ctx.client.ip)
+                .await
+                .map_err(auth::api::service_failure)?;
+            let hint: String = key.chars().take(prefix.len() + 4).collect();
+            let key = match verdict {
+                Ok(key) => key,
+                Err(denied) => {
+                    let reject = if denied == KeyDenied::Network {
+                        Reject::ApiKeyNetwork
+                    } else {
+                        Reject::InvalidApiKey
+                    };
+                    let details = serde_json::json!({ "reason": denied.as_str(), "hint": hint });
+                    self.emit_details(EventKind::ApiKeyDenied, ctx, details)
+                        .await;
+                    ctx.event_recorded = true;
+                    return Err((reject, denied.to_string()));
+                }
+            };
+            let caller = auth::Caller::from_api_key(&key);
+            ctx.user_id = Some(caller.id.clone());
+            ctx.api_key_id = Some(key.id.clone());
+            ctx.spent_credential = Some(carrier);
+            return Ok(caller);
+        }
+        if required == RouteAuth::ApiKey {
+            return Err((Reject::InvalidApiKey, "no API key".into()));
+        }
         let bearer = auth::bearer(headers).map(str::to_owned);
         let caller = match (required, bearer) {
             // A bearer token, where tokens are accepted; never checked for CSRF, since a
@@ -633,6 +675,7 @@ impl Gateway {
             host: host.as_deref(),
             request_id: ctx.id.as_str(),
             identity: &ctx.identity_headers,
+            spent_credential: ctx.spent_credential.as_ref(),
             session_cookie: self
                 .settings
                 .identity
@@ -767,6 +810,7 @@ impl Gateway {
         let event = SecurityEvent::new(kind, self.events.now())
             .with_request(&ctx.id, ctx.client.ip)
             .with_user(ctx.user_id.as_deref())
+            .with_key(ctx.api_key_id.as_deref())
             .with_route(ctx.route.map(|r| r.settings.name.as_str()))
             .with_details(details);
         self.events.emit(event).await;

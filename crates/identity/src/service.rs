@@ -310,6 +310,7 @@ pub struct Identity {
     throttle: Option<Throttle>,
     mail: Option<MailLinks>,
     tokens: Option<Tokens>,
+    api_keys: Option<crate::api_keys::ApiKeys>,
 }
 
 /// An access token and the refresh token that renews it.
@@ -363,6 +364,7 @@ impl Identity {
             clock,
             throttle: None,
             mail: None,
+            api_keys: None,
             tokens: None,
         }
     }
@@ -371,6 +373,18 @@ impl Identity {
     pub fn with_tokens(mut self, tokens: Tokens) -> Self {
         self.tokens = Some(tokens);
         self
+    }
+
+    /// The same service, with API keys.
+    #[must_use]
+    pub fn with_api_keys(mut self, keys: crate::api_keys::ApiKeys) -> Self {
+        self.api_keys = Some(keys);
+        self
+    }
+
+    /// The API keys, when on.
+    pub fn api_keys(&self) -> Option<&crate::api_keys::ApiKeys> {
+        self.api_keys.as_ref()
     }
 
     /// The token service, when on.
@@ -1104,6 +1118,10 @@ impl Identity {
         if status != AccountStatus::Active {
             self.revoke_sessions(account_id, None).await?;
         }
+        // Gateways read the account's keys again, and find them unusable or usable again.
+        self.store
+            .touch_account_api_keys(account_id, self.now_ms())
+            .await?;
         Ok(())
     }
 

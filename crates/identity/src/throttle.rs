@@ -88,11 +88,8 @@ impl std::fmt::Debug for Throttle {
 impl Throttle {
     /// The defence over `state`; device cookies are signed with a key derived from `server_key`.
     pub fn new(state: SharedState, config: ThrottleConfig, server_key: &[u8]) -> Self {
+        let derived = crate::seal::derive(server_key, b"portcullis device cookie v1");
         // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
-        let mut derive = hmac::Hmac::<Sha256>::new_from_slice(server_key)
-            .unwrap_or_else(|_| hmac::Hmac::<Sha256>::new(&Default::default()));
-        derive.update(b"portcullis device cookie v1");
-        let derived = derive.finalize().into_bytes();
         let device_key = hmac::Hmac::<Sha256>::new_from_slice(&derived)
             .unwrap_or_else(|_| hmac::Hmac::<Sha256>::new(&Default::default()));
         Self {

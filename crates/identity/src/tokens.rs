@@ -13,17 +13,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{KeyInit as _, Mac as _};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use portcullis_core::Clock;
 use portcullis_store::{RefreshUse, SigningKeyRow, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+use crate::seal::Sealer;
 use crate::token::{random_id, random_token, token_hash};
+
+/// Associated data of sealed signing keys.
+const SIGNING_KEY_AAD: &[u8] = b"ed25519";
 
 /// Lifetimes and names of the tokens.
 #[derive(Debug, Clone)]
@@ -127,10 +129,17 @@ struct Ring {
 pub struct Tokens {
     store: Store,
     config: Arc<TokenConfig>,
-    seal: Arc<LessSafeKey>,
+    seal: Arc<Sealer>,
     ring: Arc<RwLock<Ring>>,
     clock: Arc<dyn Clock>,
+    /// Identity tokens already signed, by everything they say, with their expiry (Unix s): an
+    /// Ed25519 signature costs tens of microseconds, more than the rest of a proxied request,
+    /// so a caller's token is reused for the first half of its lifetime.
+    identity_cache: Arc<std::sync::Mutex<HashMap<String, (String, i64)>>>,
 }
+
+/// Most identity tokens kept for reuse; past it the cache starts over.
+const IDENTITY_CACHE_CAPACITY: usize = 10_000;
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,12 +170,7 @@ impl Tokens {
         server_key: &[u8],
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TokenError> {
-        let mut derive = hmac::Hmac::<sha2::Sha256>::new_from_slice(server_key)
-            .map_err(|e| TokenError::Key(e.to_string()))?;
-        derive.update(b"portcullis signing keys v1");
-        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &derive.finalize().into_bytes())
-            .map_err(|e| TokenError::Key(e.to_string()))?;
-        let seal = Arc::new(LessSafeKey::new(unbound));
+        let seal = Arc::new(Sealer::new(server_key, b"portcullis signing keys v1"));
         let ring = match build_ring(&store, &config, &seal, clock.as_ref()).await? {
             Some(ring) => ring,
             None => {
@@ -182,6 +186,7 @@ impl Tokens {
             seal,
             ring: Arc::new(RwLock::new(ring)),
             clock,
+            identity_cache: Arc::default(),
         })
     }
 
@@ -269,7 +274,36 @@ impl Tokens {
 
     /// A short-lived identity token for the upstream, saying who the caller is and how they
     /// authenticated; the upstream checks it against the JWKS.
+    /// The same caller gets the same token for the first half of its lifetime (see
+    /// `identity_cache`); the cache key is every claim that varies, each prefixed by its
+    /// length, so two different callers never share a token.
     pub fn issue_identity(&self, subject: &Subject<'_>, auth: &str) -> Result<String, TokenError> {
+        use std::fmt::Write as _;
+        let mut key = String::with_capacity(128);
+        let roles = subject.roles.join(",");
+        let scopes = subject.scopes.join(" ");
+        for part in [
+            subject.id,
+            subject.email,
+            subject.name,
+            auth,
+            &roles,
+            &scopes,
+        ] {
+            let _ = write!(key, "{}:{part};", part.len());
+        }
+        let now = self.clock.now().unix_timestamp();
+        let reuse_until = |exp: i64| exp.saturating_sub(seconds(self.config.identity_lifetime) / 2);
+        let cache = self
+            .identity_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((token, exp)) = cache.get(&key)
+            && now < reuse_until(*exp)
+        {
+            return Ok(token.clone());
+        }
+        drop(cache);
         let mut claims = self.claims(
             subject,
             "identity",
@@ -277,7 +311,16 @@ impl Tokens {
             self.config.identity_lifetime,
         );
         claims.auth = Some(auth.to_owned());
-        self.sign(&claims)
+        let token = self.sign(&claims)?;
+        let mut cache = self
+            .identity_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= IDENTITY_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, (token.clone(), claims.exp));
+        Ok(token)
     }
 
     /// Verifies an access token: algorithm, key, signature, issuer, audience, expiry, type,
@@ -402,31 +445,19 @@ impl Tokens {
 }
 
 /// Generates and stores a new active key; returns its kid.
-async fn rotate_in(
-    store: &Store,
-    seal: &LessSafeKey,
-    clock: &dyn Clock,
-) -> Result<String, TokenError> {
+async fn rotate_in(store: &Store, seal: &Sealer, clock: &dyn Clock) -> Result<String, TokenError> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| TokenError::Key(e.to_string()))?;
     let pair =
         Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| TokenError::Key(e.to_string()))?;
-    let mut nonce = [0u8; NONCE_LEN];
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|e| TokenError::Key(e.to_string()))?;
-    let mut sealed = pkcs8.as_ref().to_vec();
-    seal.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(b"ed25519"),
-        &mut sealed,
-    )
-    .map_err(|e| TokenError::Key(e.to_string()))?;
-    let mut stored = nonce.to_vec();
-    stored.extend_from_slice(&sealed);
+    let sealed = seal
+        .seal(pkcs8.as_ref(), SIGNING_KEY_AAD)
+        .map_err(|e| TokenError::Key(e.to_string()))?;
     let created_at = now_ms(clock);
     let kid = format!("k{created_at:x}{}", &random_id()[..8]);
     let row = SigningKeyRow {
         kid: kid.clone(),
-        private_key: format!("v1.{}", URL_SAFE_NO_PAD.encode(stored)),
+        private_key: sealed,
         public_key: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
         created_at,
         retired_at: None,
@@ -435,25 +466,11 @@ async fn rotate_in(
     Ok(kid)
 }
 
-fn open(seal: &LessSafeKey, sealed: &str) -> Option<Vec<u8>> {
-    let bytes = URL_SAFE_NO_PAD.decode(sealed.strip_prefix("v1.")?).ok()?;
-    if bytes.len() <= NONCE_LEN {
-        return None;
-    }
-    let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-    let mut buffer = ciphertext.to_vec();
-    let plain = seal
-        .open_in_place(nonce, Aad::from(b"ed25519"), &mut buffer)
-        .ok()?;
-    Some(plain.to_vec())
-}
-
 /// The ring from the store: `None` when there is no active key this server key can open.
 async fn build_ring(
     store: &Store,
     config: &TokenConfig,
-    seal: &LessSafeKey,
+    seal: &Sealer,
     clock: &dyn Clock,
 ) -> Result<Option<Ring>, TokenError> {
     // Retired keys verify until the last token they signed has expired.
@@ -463,7 +480,7 @@ async fn build_ring(
     let Some(active) = keys.iter().find(|k| k.retired_at.is_none()) else {
         return Ok(None);
     };
-    let Some(pkcs8) = open(seal, &active.private_key) else {
+    let Some(pkcs8) = seal.open(&active.private_key, SIGNING_KEY_AAD) else {
         tracing::warn!(
             kid = active.kid,
             "the active signing key cannot be opened with this server key; making a new one"
@@ -496,6 +513,8 @@ async fn build_ring(
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
+
+    use hmac::{KeyInit as _, Mac as _};
 
     use super::*;
 
@@ -563,6 +582,47 @@ mod tests {
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
         )
+    }
+
+    #[tokio::test]
+    async fn identity_tokens_are_reused_for_half_their_life_and_never_across_callers() {
+        let (tokens, clock) = tokens("identity-cache").await;
+        let first = tokens
+            .issue_identity(&subject(), "api_key")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let again = tokens
+            .issue_identity(&subject(), "api_key")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, again, "signed once for the same caller");
+        let scopes = ["orders:read".to_owned()];
+        let other = Subject {
+            scopes: &scopes,
+            ..subject()
+        };
+        for different in [
+            tokens.issue_identity(&other, "api_key"),
+            tokens.issue_identity(&subject(), "session"),
+            tokens.issue_identity(
+                &Subject {
+                    name: "A;",
+                    ..subject()
+                },
+                "api_key",
+            ),
+        ] {
+            assert_ne!(different.unwrap_or_else(|e| panic!("{e}")), first);
+        }
+        // Past half of its 60 s: a fresh token, which verifies.
+        clock.0.fetch_add(31, Ordering::SeqCst);
+        let fresh = tokens
+            .issue_identity(&subject(), "api_key")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(fresh, first);
+        let claims = tokens
+            .verify(&fresh, UPSTREAM_AUDIENCE, "identity")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(claims.auth.as_deref(), Some("api_key"));
     }
 
     #[tokio::test]

@@ -247,6 +247,12 @@ pub(crate) struct RawIdentity {
     pub(crate) token_audience: Option<String>,
     pub(crate) access_token_lifetime: Option<String>,
     pub(crate) refresh_token_lifetime: Option<String>,
+    /// Prefix of API keys (`pc_`; the seed's clients use `lgas_`).
+    pub(crate) api_key_prefix: Option<String>,
+    /// How long a rotated API key keeps working.
+    pub(crate) api_key_rotation_grace: Option<String>,
+    /// Scopes users may put on their own keys through the API (admins may grant any).
+    pub(crate) api_key_user_scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,6 +407,7 @@ pub(crate) struct IdentityBuild {
     /// `{public_url}{prefix}`, the base of links in mail.
     pub(crate) link_base: String,
     pub(crate) tokens: portcullis_identity::tokens::TokenConfig,
+    pub(crate) api_keys: portcullis_identity::api_keys::ApiKeyConfig,
 }
 
 /// Reads `file` (if any), the environment and the flags, and resolves them.
@@ -830,6 +837,7 @@ fn resolve_identity(
         },
         max_body_bytes: 16 * 1024,
         openapi: show_docs,
+        api_key_user_scopes: i.api_key_user_scopes.get_or_insert_with(Vec::new).clone(),
     };
     let max_wait = duration(
         "identity.login_max_wait",
@@ -882,7 +890,22 @@ fn resolve_identity(
         refresh_lifetime,
         identity_lifetime: Duration::from_secs(60),
     };
+    let api_key_prefix = i.api_key_prefix.get_or_insert("pc_".into()).clone();
+    if !portcullis_identity::api_keys::valid_prefix(&api_key_prefix) {
+        bail!(
+            "identity.api_key_prefix: {api_key_prefix:?} is not 1 to 15 lowercase letters or digits and a final \"_\""
+        );
+    }
+    let api_keys = portcullis_identity::api_keys::ApiKeyConfig {
+        prefix: api_key_prefix,
+        rotation_grace: duration(
+            "identity.api_key_rotation_grace",
+            i.api_key_rotation_grace.get_or_insert("24h".into()),
+        )?,
+        ..portcullis_identity::api_keys::ApiKeyConfig::default()
+    };
     let build = IdentityBuild {
+        api_keys,
         tokens,
         link_base,
         throttle,
@@ -978,16 +1001,16 @@ fn resolve_route(
             AuthMode::Session => RouteAuth::Session,
             AuthMode::Any => RouteAuth::Any,
             AuthMode::Token => RouteAuth::Token,
-            AuthMode::ApiKey => bail!(
-                "{at}: auth = \"api_key\" is not available yet; use \"session\", \"token\" or \"any\""
-            ),
+            AuthMode::ApiKey => RouteAuth::ApiKey,
         },
         roles: route.roles.clone(),
         scopes: route.scopes.clone(),
         bot: match route.bot.get_or_insert(BotModeRaw::Off) {
             BotModeRaw::Off => portcullis_gateway::BotMode::Off,
-            _ if route.auth == Some(AuthMode::Token) => {
-                bail!("{at}: bot defence is for browser routes; this route authenticates by token")
+            _ if matches!(route.auth, Some(AuthMode::Token | AuthMode::ApiKey)) => {
+                bail!(
+                    "{at}: bot defence is for browser routes; this route authenticates machine clients"
+                )
             }
             BotModeRaw::Heuristics => portcullis_gateway::BotMode::Heuristics,
             BotModeRaw::Challenge => portcullis_gateway::BotMode::Challenge,
@@ -1090,13 +1113,14 @@ pub(crate) fn duration(key: &str, text: &str) -> anyhow::Result<Duration> {
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
-        .map_err(|_| anyhow!("{key}: {text:?} is not a duration like 250ms, 10s, 5m or 1h"))?;
+        .map_err(|_| anyhow!("{key}: {text:?} is not a duration like 250ms, 10s, 5m, 1h or 90d"))?;
     let duration = match unit {
         "ms" => Duration::from_millis(number),
         "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number * 60),
-        "h" => Duration::from_secs(number * 3600),
-        _ => bail!("{key}: {text:?} is not a duration like 250ms, 10s, 5m or 1h"),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        "d" => Duration::from_secs(number.saturating_mul(86_400)),
+        _ => bail!("{key}: {text:?} is not a duration like 250ms, 10s, 5m, 1h or 90d"),
     };
     Ok(duration)
 }

@@ -2,6 +2,7 @@
 //! store, the audit log, metrics and the gateway. The only crate that uses `anyhow`.
 #![forbid(unsafe_code)]
 
+mod apikey_cli;
 mod config;
 mod defence_config;
 mod ip_cli;
@@ -92,6 +93,13 @@ enum Command {
         config: ConfigArgs,
         #[command(subcommand)]
         command: user_cli::UserCommand,
+    },
+    /// Create, list, rotate and revoke API keys.
+    Apikey {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        command: apikey_cli::ApiKeyCommand,
     },
     /// Block and allowlist client addresses and networks.
     Ip {
@@ -281,6 +289,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             user_cli::run(&config, store, command).await
         }
+        Command::Apikey { config, command } => {
+            let config = config.load(Flags::default())?;
+            let store = open_store(&config).await?;
+            if config.storage_url.is_none() {
+                store.migrate().await?;
+            }
+            apikey_cli::run(&config, store, command).await
+        }
         Command::Ip { config, command } => {
             let config = config.load(Flags::default())?;
             let store = open_store(&config).await?;
@@ -343,6 +359,24 @@ async fn token_service(
     portcullis_identity::tokens::Tokens::load(store, token_config, &key, Arc::new(SystemClock))
         .await
         .context("loading the token signing keys")
+}
+
+/// The API keys, hashed under a pepper derived from the server key.
+pub(crate) fn api_key_service(
+    config: &Config,
+    store: Store,
+) -> anyhow::Result<portcullis_identity::api_keys::ApiKeys> {
+    let keys = config
+        .identity
+        .as_ref()
+        .map(|build| build.api_keys.clone())
+        .ok_or_else(|| anyhow::anyhow!("[identity] is disabled in this configuration"))?;
+    Ok(portcullis_identity::api_keys::ApiKeys::new(
+        store,
+        keys,
+        &server_key(config)?,
+        Arc::new(SystemClock),
+    ))
 }
 
 /// The mailer and the base of the links it sends.
@@ -472,6 +506,10 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             let key = server_key(&config)?;
             let links = mail_links(&config)?;
             let tokens = token_service(&config, store.clone()).await?;
+            let keys = api_key_service(&config, store.clone())?;
+            // Revocations made elsewhere (another instance, `portcullis apikey revoke`) reach
+            // this instance's cache within a second; last uses are written in batches.
+            keys.watch(Duration::from_millis(250), Duration::from_secs(5));
             // Another instance (or `rotate-token-key`) may rotate the key ring: read it again
             // every minute, well within the time a retired key keeps verifying.
             let reloading = tokens.clone();
@@ -491,7 +529,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                         &key,
                     ))
                     .with_mail(links)
-                    .with_tokens(tokens),
+                    .with_tokens(tokens)
+                    .with_api_keys(keys),
             )
         }
         None => None,

@@ -193,6 +193,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "ip_decisions",
         include_str!("../migrations/sqlite/0005_ip_decisions.sql"),
     ),
+    (
+        6,
+        "api_keys",
+        include_str!("../migrations/sqlite/0006_api_keys.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -219,6 +224,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "ip_decisions",
         include_str!("../migrations/postgres/0005_ip_decisions.sql"),
+    ),
+    (
+        6,
+        "api_keys",
+        include_str!("../migrations/postgres/0006_api_keys.sql"),
     ),
 ];
 

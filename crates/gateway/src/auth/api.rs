@@ -1,5 +1,5 @@
-//! The identity JSON API under `{prefix}/api/`: register, login, logout, me, sessions and
-//! password change. Every unsafe call must come from the gateway's own origin (login CSRF
+//! The identity JSON API under `{prefix}/api/`: register, login, logout, me, sessions,
+//! password change and API keys ([`super::keys`]). Every unsafe call must come from the gateway's own origin (login CSRF
 //! included); every answer is `no-store`.
 //!
 //! Failed logins all get one answer, whatever the reason, and take the same time (the service
@@ -163,6 +163,7 @@ impl Gateway {
                 self.login_form(request, handle, settings, client, token, ctx)
                     .await
             }
+            (Method::POST, "api/events") => self.reported_event(request, host, ctx).await,
             (Method::POST, "api/register") => {
                 let body: Registration = read_json(request, max, timeout).await?;
                 self.register(handle, body, ctx).await
@@ -369,6 +370,11 @@ impl Gateway {
                     }
                     Err(error) => Err(service_failure(error)),
                 }
+            }
+            (_, path) if path == "api/keys" || path.starts_with("api/keys/") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                let rest = path.trim_start_matches("api/keys").to_owned();
+                self.api_keys_api(request, &rest, principal, ctx).await
             }
             (Method::POST, "api/password") => {
                 let principal = self.session_principal(handle, token, ctx).await?;
@@ -881,7 +887,7 @@ pub(crate) fn service_failure(error: IdentityError) -> Rejection {
 }
 
 /// Reads a JSON body of at most `max` bytes within `timeout`.
-async fn read_json<T: DeserializeOwned>(
+pub(super) async fn read_json<T: DeserializeOwned>(
     request: Request<Incoming>,
     max: usize,
     timeout: Duration,
@@ -963,7 +969,7 @@ fn invalid_grant(request_id: &portcullis_core::RequestId) -> Response<Body> {
     )
 }
 
-fn no_content() -> Response<Body> {
+pub(super) fn no_content() -> Response<Body> {
     let mut response = Response::new(crate::body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response

@@ -9,7 +9,10 @@ pub(crate) mod api;
 pub(crate) mod cookie;
 pub(crate) mod csrf;
 mod forward;
+pub(crate) mod keys;
 mod pages;
+
+pub(crate) use keys::X_API_KEY;
 
 pub(crate) use pages::{redirect_to_login, safe_next};
 
@@ -128,8 +131,10 @@ pub(crate) struct Caller {
     pub(crate) name: String,
     pub(crate) roles: Vec<String>,
     pub(crate) scopes: Vec<String>,
-    /// `session` or `token`.
+    /// `session`, `token` or `api_key`.
     pub(crate) method: &'static str,
+    /// The API key's id, for requests authenticated by key.
+    pub(crate) key_id: Option<String>,
 }
 
 impl Caller {
@@ -142,6 +147,7 @@ impl Caller {
             roles: account.roles.clone(),
             scopes: Vec::new(),
             method: "session",
+            key_id: None,
         }
     }
 
@@ -153,6 +159,20 @@ impl Caller {
             roles: claims.roles.clone(),
             scopes: claims.scopes.clone(),
             method: "token",
+            key_id: None,
+        }
+    }
+
+    /// A key carries no roles: routes grant it access by scope.
+    pub(crate) fn from_api_key(key: &portcullis_identity::api_keys::ApiKey) -> Self {
+        Self {
+            id: key.subject(),
+            email: key.owner_email.clone().unwrap_or_default(),
+            name: key.name.clone(),
+            roles: Vec::new(),
+            scopes: key.scopes.clone(),
+            method: "api_key",
+            key_id: Some(key.id.clone()),
         }
     }
 
@@ -201,13 +221,16 @@ pub(crate) fn identity_headers(
         ],
     };
     let scopes = caller.scopes.join(" ");
+    let key_id = caller.key_id.as_deref().unwrap_or_default();
     let common = [
         ("x-portcullis-auth", caller.method),
         ("x-portcullis-scopes", scopes.as_str()),
+        ("x-portcullis-key-id", key_id),
     ];
     let mut headers: Vec<(HeaderName, HeaderValue)> = names
         .into_iter()
         .chain(common)
+        .filter(|(_, value)| !value.is_empty())
         .filter_map(|(name, value)| {
             Some((
                 HeaderName::from_static(name),

@@ -339,3 +339,64 @@ fn missing_static_assets_are_not_probing() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(from(&gateway, visitor, "/app/home"), 200);
 }
+
+/// An upstream reports a price manipulation it caught server-side, through the events API with
+/// an API key that may write events: the client it names is banned. A key without that scope
+/// is refused, and so is a report without a key.
+#[test]
+fn an_upstream_reports_through_the_events_api_with_its_key() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&config(&upstream, "2s", ""), &[]);
+    let data = gateway.dir.0.join("data");
+    let file = gateway.dir.0.join("portcullis.toml");
+    let create = |scope: &str| {
+        let (status, out) = crate::support::run(
+            &[
+                "apikey",
+                "-c",
+                file.to_str().expect("utf8"),
+                "--data-dir",
+                data.to_str().expect("utf8"),
+                "create",
+                "--name",
+                "shop backend",
+                "--scope",
+                scope,
+                "--json",
+            ],
+            &[],
+        );
+        assert!(status.success(), "{out}");
+        let created: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        created["key"].as_str().expect("key").to_owned()
+    };
+    let writer = create("events:write");
+    let reader = create("events:read");
+    let report = r#"{"kind":"payment_manipulation_attempt","client_ip":"198.51.100.77","details":{"order":"A-1009","expected":"49.00","received":"0.01"}}"#;
+    let send = |key: Option<&str>| {
+        let header = key.map(|k| format!("X-API-Key: {k}"));
+        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+        crate::support::send_json(gateway.addr, "POST", "/auth/api/events", report, &headers)
+    };
+    assert_eq!(send(None).status, 401);
+    assert_eq!(send(Some(&reader)).status, 403);
+    assert_eq!(from(&gateway, "198.51.100.77", "/app/home"), 200);
+    let accepted = send(Some(&writer));
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    assert_eq!(from(&gateway, "198.51.100.77", "/app/home"), 403);
+    // The client is held at once; the stored ban follows.
+    wait_until("the stored ban", Duration::from_secs(3), || {
+        let (_, listed) = crate::support::run(
+            &["ip", "--data-dir", data.to_str().expect("utf8"), "list"],
+            &[],
+        );
+        listed.contains("198.51.100.77")
+    });
+    let tail = audit_tail(gateway);
+    assert!(
+        tail.lines()
+            .any(|line| line.contains("\"kind\":\"ip_blocked\"")
+                && line.contains("payment-manipulation")),
+        "{tail}"
+    );
+}

@@ -362,7 +362,7 @@ async fn answer(
             .to_owned()
     };
     let summary = format!(
-        "{tag} path={} xff={} proto={} rid={} original={} expect={} user={} email={} roles={} auth={} remote_user={} cookie={} scopes={} identity={}",
+        "{tag} path={} xff={} proto={} rid={} original={} expect={} user={} email={} roles={} auth={} remote_user={} cookie={} scopes={} identity={} key_id={} api_key={} authorization={}",
         request.uri().path_and_query().map_or("", |pq| pq.as_str()),
         header("x-forwarded-for"),
         header("x-forwarded-proto"),
@@ -377,6 +377,9 @@ async fn answer(
         header("cookie"),
         header("x-portcullis-scopes"),
         header("x-portcullis-identity"),
+        header("x-portcullis-key-id"),
+        header("x-api-key"),
+        header("authorization"),
     );
     if request.uri().path().contains("/json") {
         let items: Vec<String> = (0..200)
