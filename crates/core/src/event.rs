@@ -90,6 +90,14 @@ pub enum EventKind {
     /// A request's API key was refused (malformed, unknown, revoked, expired, from outside its
     /// networks, or of an inactive owner).
     ApiKeyDenied,
+    /// A password was right for an account with a second factor: the login waits for it.
+    SecondFactorRequired,
+    /// A second factor was set up (TOTP confirmed with a code).
+    SecondFactorEnabled,
+    /// A second factor was removed.
+    SecondFactorDisabled,
+    /// A backup code was used (details say how many remain).
+    BackupCodeUsed,
 }
 
 impl EventKind {
@@ -132,6 +140,10 @@ impl EventKind {
             Self::ApiKeyRotated => "api_key_rotated",
             Self::ApiKeyRevoked => "api_key_revoked",
             Self::ApiKeyDenied => "api_key_denied",
+            Self::SecondFactorRequired => "second_factor_required",
+            Self::SecondFactorEnabled => "second_factor_enabled",
+            Self::SecondFactorDisabled => "second_factor_disabled",
+            Self::BackupCodeUsed => "backup_code_used",
         }
     }
 
@@ -150,10 +162,16 @@ impl EventKind {
             | Self::IpDecisionEnded
             | Self::ApiKeyCreated
             | Self::ApiKeyRotated
-            | Self::ApiKeyRevoked => Severity::Info,
+            | Self::ApiKeyRevoked
+            | Self::SecondFactorRequired
+            | Self::SecondFactorEnabled => Severity::Info,
             Self::RefreshTokenReused => Severity::High,
             Self::LoginFailure | Self::AccessDenied => Severity::Low,
-            Self::LoginThrottled | Self::AccountLocked | Self::CsrfRejected => Severity::Medium,
+            Self::LoginThrottled
+            | Self::AccountLocked
+            | Self::CsrfRejected
+            | Self::SecondFactorDisabled
+            | Self::BackupCodeUsed => Severity::Medium,
             Self::RequestTimeout
             | Self::ConnectionLimitReached
             | Self::CorsDenied

@@ -65,6 +65,10 @@ pub enum Reject {
     InvalidApiKey,
     /// The API key is valid but not usable from this network.
     ApiKeyNetwork,
+    /// A sensitive action needs a second factor proved within the last 10 minutes.
+    StepUpRequired,
+    /// The call does not fit the current state (a second factor set up already).
+    Conflict,
 }
 
 impl Reject {
@@ -80,7 +84,9 @@ impl Reject {
             | Self::IpBlocked
             | Self::BotRefused
             | Self::ChallengeFailed
-            | Self::ApiKeyNetwork => 403,
+            | Self::ApiKeyNetwork
+            | Self::StepUpRequired => 403,
+            Self::Conflict => 409,
             Self::LoginThrottled | Self::RateLimited => 429,
             Self::NoRoute | Self::Hidden => 404,
             Self::RequestTimeout => 408,
@@ -124,6 +130,8 @@ impl Reject {
             Self::ChallengeFailed => "challenge_failed",
             Self::InvalidApiKey => "invalid_api_key",
             Self::ApiKeyNetwork => "api_key_network",
+            Self::StepUpRequired => "step_up_required",
+            Self::Conflict => "conflict",
         }
     }
 
@@ -157,6 +165,8 @@ impl Reject {
             Self::ChallengeFailed => "The browser check failed; reload the page",
             Self::InvalidApiKey => "The API key is not valid",
             Self::ApiKeyNetwork => "This API key may not be used from your network",
+            Self::StepUpRequired => "Confirm with your second factor first",
+            Self::Conflict => "This cannot be done in the current state",
         }
     }
 
@@ -198,7 +208,9 @@ impl Reject {
             | Self::BadGateway
             | Self::GatewayTimeout
             | Self::Busy
-            | Self::Unavailable => None,
+            | Self::Unavailable
+            | Self::StepUpRequired
+            | Self::Conflict => None,
         }
     }
 }

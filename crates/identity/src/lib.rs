@@ -13,6 +13,7 @@ pub mod email;
 pub mod mail;
 pub mod password;
 pub mod seal;
+pub mod second_factor;
 mod service;
 pub mod throttle;
 pub mod token;

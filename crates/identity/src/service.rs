@@ -17,6 +17,8 @@ use crate::token::{random_id, random_token, token_hash};
 use crate::tokens::{Claims, Subject, TokenError, Tokens};
 use portcullis_store::RefreshUse;
 
+mod second_step;
+
 /// Who may create an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
@@ -44,6 +46,8 @@ pub struct IdentityConfig {
     pub max_sessions: u32,
     /// Refuse logins until the e-mail address is verified.
     pub require_verified_email: bool,
+    /// How long ago a second factor may have been proved for a sensitive action (10 minutes).
+    pub step_up_window: Duration,
 }
 
 /// An account's state.
@@ -119,6 +123,8 @@ pub struct Principal {
     pub account: Account,
     /// The session the request carried.
     pub session_id: String,
+    /// When the session last proved a second factor, Unix milliseconds.
+    pub second_factor_at: Option<i64>,
 }
 
 /// Who is logging in, from where.
@@ -149,6 +155,8 @@ pub struct LoggedIn {
     pub rehashed: bool,
     /// A fresh device cookie binding this browser to the account (when throttling is on).
     pub device_cookie: Option<String>,
+    /// The second factor the login passed, when it needed one.
+    pub second_factor: Option<crate::second_factor::Accepted>,
 }
 
 /// Why a login failed. Internal: every reason but the last two gets the same public answer.
@@ -164,6 +172,8 @@ pub enum FailureReason {
     Inactive(AccountStatus),
     /// Right password, but the e-mail address is not verified yet.
     Unverified,
+    /// The second factor was wrong or used before, or the login's challenge expired.
+    WrongSecondFactor,
 }
 
 impl FailureReason {
@@ -176,6 +186,7 @@ impl FailureReason {
             Self::Inactive(AccountStatus::Locked) => "account_locked",
             Self::Inactive(_) => "account_disabled",
             Self::Unverified => "email_unverified",
+            Self::WrongSecondFactor => "wrong_second_factor",
         }
     }
 }
@@ -196,6 +207,14 @@ pub enum LoginOutcome {
     Throttled {
         /// When to try again.
         retry_after: Duration,
+    },
+    /// The password was right and the account has a second factor: no session yet, but a
+    /// challenge that the second step turns into one.
+    SecondFactorRequired {
+        /// Whose login.
+        account_id: String,
+        /// Short-lived and single use; for `Identity::login_second_factor`.
+        challenge: String,
     },
     /// Refused before the password was checked: the account is under attack from many
     /// addresses, and this browser must prove control of the mailbox first.
@@ -220,6 +239,12 @@ pub enum IdentityError {
     /// The password breaks the policy.
     #[error("{}", .0.message)]
     Policy(PolicyViolations),
+    /// A second factor could not be set up or checked.
+    #[error(transparent)]
+    SecondFactor(#[from] crate::second_factor::SecondFactorError),
+    /// A sensitive action needs a second factor proved within the last 10 minutes.
+    #[error("prove your second factor again first")]
+    StepUpRequired,
     /// Registration through the API is closed.
     #[error("registration is closed")]
     RegistrationClosed,
@@ -259,6 +284,8 @@ pub enum TokenPurpose {
     Reset,
     /// Marks a browser as known to an account under attack (the extra login proof).
     Unlock,
+    /// Carries a login whose password was right to its second factor.
+    SecondFactor,
 }
 
 impl TokenPurpose {
@@ -267,10 +294,13 @@ impl TokenPurpose {
             Self::Verify => "verify",
             Self::Reset => "reset",
             Self::Unlock => "unlock",
+            Self::SecondFactor => "second_factor",
         }
     }
 }
 
+/// How long the second step of a login may wait for its code.
+const SECOND_STEP_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// How long a mailed link works.
 const LINK_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// How long an invitation link works.
@@ -311,6 +341,7 @@ pub struct Identity {
     mail: Option<MailLinks>,
     tokens: Option<Tokens>,
     api_keys: Option<crate::api_keys::ApiKeys>,
+    second_factors: Option<crate::second_factor::SecondFactors>,
 }
 
 /// An access token and the refresh token that renews it.
@@ -365,6 +396,7 @@ impl Identity {
             throttle: None,
             mail: None,
             api_keys: None,
+            second_factors: None,
             tokens: None,
         }
     }
@@ -906,7 +938,22 @@ impl Identity {
                 .set_password_hash(&account.id, &hash, false, 0, self.now_ms())
                 .await?;
         }
-        let (token, session_id, evicted) = self.open_session(&account.id, client).await?;
+        if let Some(factors) = &self.second_factors
+            && factors.enrolled(&account.id).await?
+        {
+            let challenge = self
+                .issue_token(
+                    &account.id,
+                    TokenPurpose::SecondFactor,
+                    SECOND_STEP_LIFETIME,
+                )
+                .await?;
+            return Ok(LoginOutcome::SecondFactorRequired {
+                account_id: account.id,
+                challenge,
+            });
+        }
+        let (token, session_id, evicted) = self.open_session(&account.id, client, None).await?;
         let device_cookie = self
             .throttle
             .as_ref()
@@ -918,6 +965,7 @@ impl Identity {
             evicted,
             rehashed: rehash,
             device_cookie,
+            second_factor: None,
         })))
     }
 
@@ -926,6 +974,7 @@ impl Identity {
         &self,
         account_id: &str,
         client: &ClientInfo,
+        second_factor_at: Option<i64>,
     ) -> Result<(String, String, u64), IdentityError> {
         let now = self.now_ms();
         let token = random_token();
@@ -938,6 +987,7 @@ impl Identity {
             expires_at: now.saturating_add(millis(self.config.session_absolute)),
             client_ip: Some(client.ip.to_string()),
             user_agent: client.user_agent.clone(),
+            second_factor_at,
         };
         let evicted = self
             .store
@@ -980,6 +1030,7 @@ impl Identity {
         Ok(Some(Principal {
             account,
             session_id: session.id,
+            second_factor_at: session.second_factor_at,
         }))
     }
 

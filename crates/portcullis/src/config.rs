@@ -253,6 +253,10 @@ pub(crate) struct RawIdentity {
     pub(crate) api_key_rotation_grace: Option<String>,
     /// Scopes users may put on their own keys through the API (admins may grant any).
     pub(crate) api_key_user_scopes: Option<Vec<String>>,
+    /// The service's name in authenticator apps.
+    pub(crate) totp_issuer: Option<String>,
+    /// How recent a second factor must be for a sensitive action.
+    pub(crate) step_up_window: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,6 +412,7 @@ pub(crate) struct IdentityBuild {
     pub(crate) link_base: String,
     pub(crate) tokens: portcullis_identity::tokens::TokenConfig,
     pub(crate) api_keys: portcullis_identity::api_keys::ApiKeyConfig,
+    pub(crate) totp_issuer: String,
 }
 
 /// Reads `file` (if any), the environment and the flags, and resolves them.
@@ -824,6 +829,10 @@ fn resolve_identity(
         require_verified_email: *i
             .require_verified_email
             .get_or_insert(preset.require_verified_email),
+        step_up_window: duration(
+            "identity.step_up_window",
+            i.step_up_window.get_or_insert("10m".into()),
+        )?,
     };
     let settings = IdentitySettings {
         prefix,
@@ -904,7 +913,12 @@ fn resolve_identity(
         )?,
         ..portcullis_identity::api_keys::ApiKeyConfig::default()
     };
+    let totp_issuer = i.totp_issuer.get_or_insert("Portcullis".into()).clone();
+    if totp_issuer.is_empty() || totp_issuer.contains(':') || totp_issuer.len() > 64 {
+        bail!("identity.totp_issuer: 1 to 64 characters, without \":\"");
+    }
     let build = IdentityBuild {
+        totp_issuer,
         api_keys,
         tokens,
         link_base,

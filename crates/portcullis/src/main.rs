@@ -507,6 +507,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             let links = mail_links(&config)?;
             let tokens = token_service(&config, store.clone()).await?;
             let keys = api_key_service(&config, store.clone())?;
+            let issuer = config
+                .identity
+                .as_ref()
+                .map_or("Portcullis", |build| build.totp_issuer.as_str());
+            let factors = portcullis_identity::second_factor::SecondFactors::new(
+                store.clone(),
+                &key,
+                issuer,
+                Arc::new(SystemClock),
+            );
             // Revocations made elsewhere (another instance, `portcullis apikey revoke`) reach
             // this instance's cache within a second; last uses are written in batches.
             keys.watch(Duration::from_millis(250), Duration::from_secs(5));
@@ -530,7 +540,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                     ))
                     .with_mail(links)
                     .with_tokens(tokens)
-                    .with_api_keys(keys),
+                    .with_api_keys(keys)
+                    .with_second_factors(factors),
             )
         }
         None => None,

@@ -198,6 +198,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "api_keys",
         include_str!("../migrations/sqlite/0006_api_keys.sql"),
     ),
+    (
+        7,
+        "second_factor",
+        include_str!("../migrations/sqlite/0007_second_factor.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -229,6 +234,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "api_keys",
         include_str!("../migrations/postgres/0006_api_keys.sql"),
+    ),
+    (
+        7,
+        "second_factor",
+        include_str!("../migrations/postgres/0007_second_factor.sql"),
     ),
 ];
 

@@ -12,6 +12,7 @@ mod api_keys;
 mod audit;
 mod db;
 mod ip_decisions;
+mod second_factor;
 mod sessions;
 mod tokens;
 
@@ -20,5 +21,6 @@ pub use api_keys::ApiKeyRow;
 pub use audit::{AuditLog, AuditRow, ChainBreak, VerifyReport};
 pub use db::{Backend, Store, StoreConfig, StoreError};
 pub use ip_decisions::IpDecisionRow;
+pub use second_factor::TotpRow;
 pub use sessions::SessionRow;
 pub use tokens::{RefreshUse, SigningKeyRow};

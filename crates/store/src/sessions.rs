@@ -25,10 +25,12 @@ pub struct SessionRow {
     pub client_ip: Option<String>,
     /// Browser family and OS at login, e.g. "Firefox on Linux".
     pub user_agent: Option<String>,
+    /// When the session's owner last proved a second factor, Unix milliseconds.
+    pub second_factor_at: Option<i64>,
 }
 
 const SESSION_COLUMNS: &str = "id, token_hash, account_id, created_at, last_seen_at, expires_at, \
-                               client_ip, user_agent";
+                               client_ip, user_agent, second_factor_at";
 
 fn session_from_row(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
@@ -40,6 +42,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {
         expires_at: row.try_get(5)?,
         client_ip: row.try_get(6)?,
         user_agent: row.try_get(7)?,
+        second_factor_at: row.try_get(8)?,
     })
 }
 
@@ -54,7 +57,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, \
-             expires_at, client_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             expires_at, client_ip, user_agent, second_factor_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&session.id)
         .bind(&session.token_hash)
@@ -64,6 +68,7 @@ impl Store {
         .bind(session.expires_at)
         .bind(&session.client_ip)
         .bind(&session.user_agent)
+        .bind(session.second_factor_at)
         .execute(&mut *tx)
         .await?;
         let evicted = sqlx::query(
@@ -106,6 +111,16 @@ impl Store {
             .iter()
             .map(session_from_row)
             .collect::<Result<_, _>>()?)
+    }
+
+    /// Records that the session's owner proved a second factor at `now_ms` (step-up).
+    pub async fn set_session_second_factor(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET second_factor_at = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Records activity on a session.

@@ -13,6 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use portcullis_core::{EventKind, Reject, mask_pii};
+use portcullis_identity::second_factor::{Accepted, Proof as SecondFactorProof};
 use portcullis_identity::{
     Account, ClientInfo, FailureReason, IdentityError, LoginOutcome, Principal, RefreshOutcome,
     TokenSet, user_agent_family,
@@ -34,6 +35,42 @@ pub(super) struct Credentials {
     /// The solved proof-of-work a `proof_required` answer asked for.
     #[serde(default)]
     pub(super) proof: Option<Proof>,
+}
+
+/// The second step of a login: the challenge the password step answered with, and a TOTP code
+/// or a backup code.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SecondStep {
+    pub(super) challenge: String,
+    #[serde(default)]
+    pub(super) code: Option<String>,
+    #[serde(default)]
+    pub(super) backup_code: Option<String>,
+}
+
+impl SecondStep {
+    pub(super) fn proof(self) -> Result<(String, SecondFactorProof), Rejection> {
+        match (self.code, self.backup_code) {
+            (Some(code), None) => Ok((self.challenge, SecondFactorProof::Totp(code))),
+            (None, Some(code)) => Ok((self.challenge, SecondFactorProof::BackupCode(code))),
+            _ => Err((
+                Reject::BadRequest,
+                "send exactly one of code and backup_code".into(),
+            )),
+        }
+    }
+}
+
+/// What a login call offers.
+pub(super) enum LoginStep {
+    /// E-mail address and password.
+    Password(Credentials),
+    /// The second step's challenge and second factor.
+    SecondFactor {
+        challenge: String,
+        proof: SecondFactorProof,
+    },
 }
 
 /// A solved challenge: the challenge as given, and the nonce found.
@@ -159,6 +196,10 @@ impl Gateway {
                 );
                 Ok(response)
             }
+            (Method::POST, "login/second-factor") => {
+                self.second_factor_form(request, handle, settings, client, token, ctx)
+                    .await
+            }
             (Method::POST, "login") => {
                 self.login_form(request, handle, settings, client, token, ctx)
                     .await
@@ -177,7 +218,15 @@ impl Gateway {
                     client.proven = true;
                 }
                 let grant = Grant::Session { previous: token };
-                self.login(handle, settings, body, client, grant, ctx).await
+                let step = LoginStep::Password(body);
+                self.login(handle, settings, step, client, grant, ctx).await
+            }
+            (Method::POST, "api/login/second-factor") => {
+                let body: SecondStep = read_json(request, max, timeout).await?;
+                let (challenge, proof) = body.proof()?;
+                let grant = Grant::Session { previous: token };
+                let step = LoginStep::SecondFactor { challenge, proof };
+                self.login(handle, settings, step, client, grant, ctx).await
             }
             (Method::POST, "api/token") => {
                 let body: TokenRequest = read_json(request, max, timeout).await?;
@@ -188,7 +237,8 @@ impl Gateway {
                             password,
                             proof: None,
                         };
-                        self.login(handle, settings, body, client, Grant::Tokens, ctx)
+                        let step = LoginStep::Password(body);
+                        self.login(handle, settings, step, client, Grant::Tokens, ctx)
                             .await
                     }
                     TokenRequest::RefreshToken { refresh_token } => {
@@ -370,6 +420,11 @@ impl Gateway {
                     }
                     Err(error) => Err(service_failure(error)),
                 }
+            }
+            (_, path) if path == "api/second-factor" || path.starts_with("api/second-factor/") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                let rest = path.trim_start_matches("api/second-factor").to_owned();
+                self.second_factor_api(request, &rest, principal, ctx).await
             }
             (_, path) if path == "api/keys" || path.starts_with("api/keys/") => {
                 let principal = self.session_principal(handle, token, ctx).await?;
@@ -599,22 +654,35 @@ impl Gateway {
         }
     }
 
-    /// A password login that ends in a session cookie (`Grant::Session`) or in tokens.
+    /// A login step that ends in a session cookie (`Grant::Session`) or in tokens, or, for an
+    /// account with a second factor, in the challenge of the second step.
     pub(super) async fn login(
         &self,
         handle: &IdentityHandle,
         settings: &IdentitySettings,
-        body: Credentials,
+        step: LoginStep,
         client: ClientInfo,
         grant: Grant,
         ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
-        let masked_email = mask_pii(&body.email);
+        let masked_email = match &step {
+            LoginStep::Password(body) => mask_pii(&body.email),
+            LoginStep::SecondFactor { .. } => String::new(),
+        };
         let wants_tokens = matches!(grant, Grant::Tokens);
         let agent = client.user_agent.clone().unwrap_or_default();
         let outcome = handle
             .run(move |identity| async move {
-                let outcome = identity.login(&body.email, &body.password, &client).await?;
+                let outcome = match step {
+                    LoginStep::Password(body) => {
+                        identity.login(&body.email, &body.password, &client).await?
+                    }
+                    LoginStep::SecondFactor { challenge, proof } => {
+                        identity
+                            .login_second_factor(&challenge, &proof, &client)
+                            .await?
+                    }
+                };
                 let LoginOutcome::Success(logged_in) = &outcome else {
                     return Ok((outcome, None));
                 };
@@ -651,12 +719,23 @@ impl Gateway {
             }
             LoginOutcome::Success(logged_in) => {
                 ctx.user_id = Some(logged_in.account.id.clone());
+                let second_factor = logged_in.second_factor.map(Accepted::method);
                 self.emit_details(
                     EventKind::LoginSuccess,
                     ctx,
-                    serde_json::json!({ "session": logged_in.session_id, "rehashed": logged_in.rehashed }),
+                    serde_json::json!({ "session": logged_in.session_id, "rehashed": logged_in.rehashed, "second_factor": second_factor }),
                 )
                 .await;
+                let mut body = serde_json::json!({ "user": account_json(&logged_in.account) });
+                if let Some(Accepted::BackupCode { remaining }) = logged_in.second_factor {
+                    self.emit_details(
+                        EventKind::BackupCodeUsed,
+                        ctx,
+                        serde_json::json!({ "remaining": remaining }),
+                    )
+                    .await;
+                    body["backup_codes_left"] = remaining.into();
+                }
                 if logged_in.evicted > 0 {
                     self.emit_details(
                         EventKind::SessionRevoked,
@@ -665,10 +744,7 @@ impl Gateway {
                     )
                     .await;
                 }
-                let mut response = respond::json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "user": account_json(&logged_in.account) }),
-                );
+                let mut response = respond::json(StatusCode::OK, &body);
                 if let Some(cookie) = cookie::set(
                     &settings.cookie_name,
                     &logged_in.token,
@@ -700,6 +776,29 @@ impl Gateway {
                     response.headers_mut().insert(header::RETRY_AFTER, value);
                 }
                 Ok(response)
+            }
+            LoginOutcome::SecondFactorRequired {
+                account_id,
+                challenge,
+            } => {
+                ctx.user_id = Some(account_id);
+                self.emit_details(
+                    EventKind::SecondFactorRequired,
+                    ctx,
+                    serde_json::json!({ "email": masked_email }),
+                )
+                .await;
+                Ok(respond::json(
+                    StatusCode::FORBIDDEN,
+                    &serde_json::json!({ "error": {
+                        "code": "second_factor_required",
+                        "message": "Enter the code from your authenticator app, or a backup code",
+                        "request_id": ctx.id.as_str(),
+                        "challenge": challenge,
+                        "methods": ["totp", "backup_code"],
+                        "expires_in": 300,
+                    }}),
+                ))
             }
             LoginOutcome::ProofRequired { account_id } => {
                 // In the background: the answer must take as long whether a link goes out or not.
@@ -754,6 +853,13 @@ impl Gateway {
                         StatusCode::FORBIDDEN,
                         "account_inactive",
                         "This account is locked or disabled",
+                        &ctx.id,
+                        None,
+                    )),
+                    FailureReason::WrongSecondFactor => Ok(respond::api_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_second_factor",
+                        "The code is wrong, was used before, or the login took too long",
                         &ctx.id,
                         None,
                     )),

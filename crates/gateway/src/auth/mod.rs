@@ -11,6 +11,7 @@ pub(crate) mod csrf;
 mod forward;
 pub(crate) mod keys;
 mod pages;
+mod second_factor;
 
 pub(crate) use keys::X_API_KEY;
 

@@ -77,6 +77,29 @@ fn page(prefix: &str, next: &str, csrf: &str, error: Option<&str>) -> Response<B
     html_page("Log in", error, &form)
 }
 
+/// The second step of a login: the challenge, carried in the form, and a code.
+fn second_factor_page(
+    prefix: &str,
+    next: &str,
+    csrf: &str,
+    challenge: &str,
+    error: Option<&str>,
+) -> Response<Body> {
+    let form = format!(
+        "<form method=\"post\" action=\"{prefix}/login/second-factor\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{next}\">\
+         <input type=\"hidden\" name=\"challenge\" value=\"{challenge}\">{HONEYPOT_INPUT}\
+         <p><label for=\"code\">Code from your authenticator app, or a backup code</label><br>\
+         <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" required autofocus></p>\
+         <p><button type=\"submit\">Continue</button></p></form>",
+        prefix = escape_html(prefix),
+        csrf = escape_html(csrf),
+        next = escape_html(safe_next(next)),
+        challenge = escape_html(challenge),
+    );
+    html_page("Second factor", error, &form)
+}
+
 /// What a mailed link's page does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LinkPage {
@@ -349,7 +372,6 @@ impl Gateway {
         previous: Option<String>,
         ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
-        let prefix = settings.prefix.clone();
         let ([email, password, next], csrf) = self
             .read_form(
                 request,
@@ -363,11 +385,81 @@ impl Gateway {
             password,
             proof: None,
         };
+        let step = super::api::LoginStep::Password(credentials);
+        self.login_page_step(handle, settings, step, client, previous, &next, &csrf, ctx)
+            .await
+    }
+
+    /// `POST {prefix}/login/second-factor`: the code for the challenge the password step gave.
+    /// Six digits are a TOTP code; anything else is tried as a backup code.
+    pub(crate) async fn second_factor_form(
+        &self,
+        request: Request<Incoming>,
+        handle: &IdentityHandle,
+        settings: &IdentitySettings,
+        client: ClientInfo,
+        previous: Option<String>,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let ([challenge, code, next], csrf) = self
+            .read_form(
+                request,
+                settings.max_body_bytes,
+                &["challenge", "code", "next"],
+                ctx,
+            )
+            .await?;
+        let code = code.trim().to_owned();
+        let proof = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+            portcullis_identity::second_factor::Proof::Totp(code)
+        } else {
+            portcullis_identity::second_factor::Proof::BackupCode(code)
+        };
+        let step = super::api::LoginStep::SecondFactor {
+            challenge: challenge.clone(),
+            proof,
+        };
+        let response = self
+            .login_page_step(handle, settings, step, client, previous, &next, &csrf, ctx)
+            .await?;
+        // A wrong code: the same challenge again, while it lasts.
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let mut page = second_factor_page(
+                &settings.prefix,
+                &next,
+                &csrf,
+                &challenge,
+                Some("The code is wrong or was used before"),
+            );
+            *page.status_mut() = StatusCode::UNAUTHORIZED;
+            return Ok(page);
+        }
+        Ok(response)
+    }
+
+    /// One login step from a page: a redirect with the session cookie, the second-step page
+    /// when the account has a second factor, or the login page with the reason.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per page, each spelled out"
+    )]
+    async fn login_page_step(
+        &self,
+        handle: &IdentityHandle,
+        settings: &IdentitySettings,
+        step: super::api::LoginStep,
+        client: ClientInfo,
+        previous: Option<String>,
+        next: &str,
+        csrf: &str,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let prefix = settings.prefix.clone();
         let outcome = self
             .login(
                 handle,
                 settings,
-                credentials,
+                step,
                 client,
                 Grant::Session { previous },
                 ctx,
@@ -375,7 +467,7 @@ impl Gateway {
             .await;
         let (status, message) = match api_outcome(outcome).await {
             Ok(response) => {
-                let mut redirect = found(safe_next(&next));
+                let mut redirect = found(safe_next(next));
                 *redirect.status_mut() = StatusCode::SEE_OTHER;
                 for cookie in response.headers().get_all(header::SET_COOKIE) {
                     redirect
@@ -384,9 +476,12 @@ impl Gateway {
                 }
                 return Ok(redirect);
             }
-            Err(failure) => failure,
+            Err((_, _, Some(challenge))) => {
+                return Ok(second_factor_page(&prefix, next, csrf, &challenge, None));
+            }
+            Err((status, message, None)) => (status, message),
         };
-        let mut response = page(&prefix, &next, &csrf, Some(&message));
+        let mut response = page(&prefix, next, csrf, Some(&message));
         *response.status_mut() = status;
         Ok(response)
     }
@@ -459,7 +554,7 @@ impl Gateway {
                     &format!("<p>{done}</p>{login}"),
                 ))
             }
-            Err((status, message)) => {
+            Err((status, message, _)) => {
                 let mut response = html_page(
                     which.title(),
                     Some(&message),
@@ -474,9 +569,11 @@ impl Gateway {
 
 /// An API answer, for a page: the response when it succeeded, else its status and the message
 /// of its error body.
+/// A JSON API answer as a page sees it: success, or the status, the message and, when the
+/// login needs a second factor, its challenge.
 async fn api_outcome(
     outcome: Result<Response<Body>, Rejection>,
-) -> Result<Response<Body>, (StatusCode, String)> {
+) -> Result<Response<Body>, (StatusCode, String, Option<String>)> {
     match outcome {
         Ok(response) if response.status().is_success() => Ok(response),
         Ok(response) => {
@@ -487,17 +584,22 @@ async fn api_outcome(
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+            let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
+            let error = parsed.as_ref().map(|v| &v["error"]);
+            let message = error.and_then(|e| e["message"].as_str().map(str::to_owned));
+            let challenge = error
+                .filter(|e| e["code"] == "second_factor_required")
+                .and_then(|e| e["challenge"].as_str().map(str::to_owned));
             Err((
                 status,
                 message.unwrap_or_else(|| "That did not work".to_owned()),
+                challenge,
             ))
         }
         Err((reject, _)) => Err((
             StatusCode::from_u16(reject.status()).unwrap_or(StatusCode::BAD_REQUEST),
             reject.message().to_owned(),
+            None,
         )),
     }
 }

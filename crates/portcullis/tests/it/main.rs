@@ -22,6 +22,7 @@ mod ip_decisions;
 mod mail;
 mod proxy;
 mod rate_limit;
+mod second_factor;
 mod support;
 mod tls;
 mod tokens;

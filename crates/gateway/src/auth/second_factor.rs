@@ -1,0 +1,223 @@
+//! `{prefix}/api/second-factor...`: a signed-in user sets up TOTP (with its QR code as SVG and
+//! PNG), confirms it with a code and receives backup codes, steps up before a sensitive action,
+//! makes new backup codes and removes the second factor (both after a step-up).
+
+use http::header::{self, HeaderValue};
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use portcullis_core::{EventKind, Reject};
+use portcullis_identity::second_factor::{Accepted, Proof, SecondFactorError, qr_png, qr_svg};
+use portcullis_identity::{IdentityError, Principal};
+use serde::Deserialize;
+
+use crate::body::Body;
+use crate::respond;
+use crate::stack::{Gateway, Rejection, RequestContext};
+
+/// A TOTP code, or a backup code.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Code {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    backup_code: Option<String>,
+}
+
+impl Code {
+    fn proof(self) -> Result<Proof, Rejection> {
+        match (self.code, self.backup_code) {
+            (Some(code), None) => Ok(Proof::Totp(code)),
+            (None, Some(code)) => Ok(Proof::BackupCode(code)),
+            _ => Err((
+                Reject::BadRequest,
+                "send exactly one of code and backup_code".into(),
+            )),
+        }
+    }
+}
+
+impl Gateway {
+    /// Answers `{prefix}/api/second-factor{rest}` for the signed-in `principal`.
+    pub(super) async fn second_factor_api(
+        &self,
+        request: Request<Incoming>,
+        rest: &str,
+        principal: Principal,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let (Some(handle), Some(settings)) = (&self.identity, &self.settings.identity) else {
+            return Err((Reject::NoRoute, String::new()));
+        };
+        let timeout = self.settings.limits.request_timeout;
+        let max = settings.max_body_bytes;
+        let method = request.method().clone();
+        let prefix = settings.prefix.clone();
+        match (method, rest) {
+            (Method::GET, "") => {
+                let status = handle
+                    .run(move |identity| async move {
+                        let (totp, left) = identity.second_factor_status(&principal).await?;
+                        Ok((totp, left, identity.stepped_up(&principal)))
+                    })
+                    .await
+                    .map_err(failure)?;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "totp": status.0,
+                        "backup_codes_left": status.1,
+                        "stepped_up": status.2,
+                    }),
+                ))
+            }
+            (Method::POST, "/totp") => {
+                let setup = handle
+                    .run(move |identity| async move { identity.begin_totp(&principal).await })
+                    .await
+                    .map_err(failure)?;
+                let svg = qr_svg(&setup.uri).map_err(|e| failure(e.into()))?;
+                Ok(respond::json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({
+                        "secret": setup.secret,
+                        "uri": setup.uri,
+                        "qr_svg": svg,
+                        "qr_png": format!("{prefix}/api/second-factor/totp/qr.png"),
+                    }),
+                ))
+            }
+            (Method::GET, "/totp/qr.png") => {
+                let uri = handle
+                    .run(move |identity| async move { identity.pending_totp_uri(&principal).await })
+                    .await
+                    .map_err(failure)?;
+                let png = qr_png(&uri).map_err(|e| failure(e.into()))?;
+                let mut response = Response::new(crate::body::full(png));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                Ok(response)
+            }
+            (Method::POST, "/totp/confirm") => {
+                let body: Code = super::api::read_json(request, max, timeout).await?;
+                let Some(code) = body.code else {
+                    return Err((Reject::BadRequest, "send the code".into()));
+                };
+                let codes =
+                    handle
+                        .run(move |identity| async move {
+                            identity.confirm_totp(&principal, &code).await
+                        })
+                        .await
+                        .map_err(failure)?;
+                let Some(codes) = codes else {
+                    return Ok(wrong_code(ctx));
+                };
+                self.emit_details(
+                    EventKind::SecondFactorEnabled,
+                    ctx,
+                    serde_json::json!({ "method": "totp" }),
+                )
+                .await;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "backup_codes": codes }),
+                ))
+            }
+            (Method::POST, "/step-up") => {
+                let proof = super::api::read_json::<Code>(request, max, timeout)
+                    .await?
+                    .proof()?;
+                let accepted = handle
+                    .run(move |identity| async move { identity.step_up(&principal, &proof).await })
+                    .await
+                    .map_err(failure)?;
+                match accepted {
+                    Some(accepted) => {
+                        if let Accepted::BackupCode { remaining } = accepted {
+                            self.emit_details(
+                                EventKind::BackupCodeUsed,
+                                ctx,
+                                serde_json::json!({ "remaining": remaining, "for": "step_up" }),
+                            )
+                            .await;
+                        }
+                        Ok(super::api::no_content())
+                    }
+                    None => {
+                        // A wrong code counts as a failed login for the intrusion detection.
+                        self.emit_details(
+                            EventKind::LoginFailure,
+                            ctx,
+                            serde_json::json!({ "reason": "wrong_second_factor", "for": "step_up" }),
+                        )
+                        .await;
+                        Ok(wrong_code(ctx))
+                    }
+                }
+            }
+            (Method::POST, "/backup-codes") => {
+                let codes = handle
+                    .run(move |identity| async move {
+                        identity.regenerate_backup_codes(&principal).await
+                    })
+                    .await
+                    .map_err(failure)?;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "backup_codes": codes }),
+                ))
+            }
+            (Method::DELETE, "") => {
+                let removed =
+                    handle
+                        .run(move |identity| async move {
+                            identity.disable_second_factor(&principal).await
+                        })
+                        .await
+                        .map_err(failure)?;
+                if !removed {
+                    return Err((Reject::NoRoute, "no second factor".into()));
+                }
+                self.emit_details(
+                    EventKind::SecondFactorDisabled,
+                    ctx,
+                    serde_json::json!({ "method": "totp" }),
+                )
+                .await;
+                Ok(super::api::no_content())
+            }
+            _ => Err((Reject::NoRoute, String::new())),
+        }
+    }
+}
+
+fn wrong_code(ctx: &RequestContext<'_>) -> Response<Body> {
+    respond::api_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_second_factor",
+        "The code is wrong or was used before",
+        &ctx.id,
+        None,
+    )
+}
+
+/// The answer to a failure of the service: a step-up needed, a state that does not allow the
+/// call, or the service being unavailable.
+fn failure(error: IdentityError) -> Rejection {
+    match error {
+        IdentityError::StepUpRequired => (
+            Reject::StepUpRequired,
+            "no second factor proved in the last 10 minutes".into(),
+        ),
+        IdentityError::SecondFactor(
+            error @ (SecondFactorError::AlreadyEnrolled | SecondFactorError::NotPending),
+        ) => (Reject::Conflict, error.to_string()),
+        other => super::api::service_failure(other),
+    }
+}

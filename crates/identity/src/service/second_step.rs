@@ -1,0 +1,243 @@
+//! The second step of a login, step-up, and the management of an account's second factors.
+//! The password step ([`Identity::login`]) ends in a challenge instead of a session for an
+//! account with a second factor; the second step here turns the challenge and a code into the
+//! session. Its attempts go through the same brute-force defence as passwords, so a stolen
+//! password does not buy unlimited guesses at the code.
+
+use crate::second_factor::{Accepted, Proof, SecondFactors, TotpSetup};
+use crate::throttle::Gate;
+use crate::token::token_hash;
+
+use super::{
+    Account, ClientInfo, FailureReason, Identity, IdentityError, LoggedIn, LoginOutcome, Principal,
+    TokenPurpose, millis,
+};
+
+impl Identity {
+    /// The same service, with second factors.
+    #[must_use]
+    pub fn with_second_factors(mut self, factors: SecondFactors) -> Self {
+        self.second_factors = Some(factors);
+        self
+    }
+
+    /// The second factors, when on.
+    pub fn second_factors(&self) -> Option<&SecondFactors> {
+        self.second_factors.as_ref()
+    }
+
+    fn factors(&self) -> Result<&SecondFactors, IdentityError> {
+        self.second_factors
+            .as_ref()
+            .ok_or_else(|| IdentityError::Internal("second factors are off".into()))
+    }
+
+    /// The second step of a login: the challenge the password step gave and a second factor.
+    pub async fn login_second_factor(
+        &self,
+        challenge: &str,
+        proof: &Proof,
+        client: &ClientInfo,
+    ) -> Result<LoginOutcome, IdentityError> {
+        let factors = self.factors()?;
+        let hash = token_hash(challenge);
+        let purpose = TokenPurpose::SecondFactor.as_str();
+        let wrong = |account_id| LoginOutcome::Failure {
+            reason: FailureReason::WrongSecondFactor,
+            account_id,
+        };
+        let Some(account_id) = self
+            .store
+            .peek_one_time_token(&hash, purpose, self.now_ms())
+            .await?
+        else {
+            return Ok(wrong(None));
+        };
+        let Some(row) = self.store.account_by_id(&account_id).await? else {
+            return Ok(wrong(None));
+        };
+        let account = Account::from(&row);
+        let settle = match &self.throttle {
+            Some(throttle) => {
+                let now = self.clock.now().unix_timestamp();
+                match throttle
+                    .admit(
+                        &account.email,
+                        client.ip,
+                        client.device.as_deref(),
+                        client.proven,
+                        now,
+                    )
+                    .await?
+                {
+                    Gate::Open(keys) => Some((throttle, keys)),
+                    Gate::Throttled(retry_after) => {
+                        return Ok(LoginOutcome::Throttled { retry_after });
+                    }
+                    Gate::ProofRequired => {
+                        return Ok(LoginOutcome::ProofRequired {
+                            account_id: Some(account.id),
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
+        let accepted = factors.verify(&account.id, &account.email, proof).await?;
+        // The challenge is spent only by a right code, and only once.
+        let accepted = match accepted {
+            Some(accepted)
+                if self
+                    .store
+                    .take_one_time_token(&hash, purpose, self.now_ms())
+                    .await?
+                    .is_some() =>
+            {
+                accepted
+            }
+            _ => return Ok(wrong(Some(account.id))),
+        };
+        if let Some((throttle, keys)) = settle {
+            throttle.settle(&keys, true).await?;
+        }
+        let now = self.now_ms();
+        let (token, session_id, evicted) =
+            self.open_session(&account.id, client, Some(now)).await?;
+        let device_cookie = self
+            .throttle
+            .as_ref()
+            .map(|t| t.device_cookie(&account.email, self.clock.now().unix_timestamp()));
+        if let Accepted::BackupCode { remaining } = accepted {
+            self.notify_backup_code_used(&account, remaining);
+        }
+        Ok(LoginOutcome::Success(Box::new(LoggedIn {
+            account,
+            token,
+            session_id,
+            evicted,
+            rehashed: false,
+            device_cookie,
+            second_factor: Some(accepted),
+        })))
+    }
+
+    /// Step-up: a second factor proved again within a session, for sensitive actions.
+    pub async fn step_up(
+        &self,
+        principal: &Principal,
+        proof: &Proof,
+    ) -> Result<Option<Accepted>, IdentityError> {
+        let account = &principal.account;
+        let accepted = self
+            .factors()?
+            .verify(&account.id, &account.email, proof)
+            .await?;
+        if let Some(accepted) = accepted {
+            self.store
+                .set_session_second_factor(&principal.session_id, self.now_ms())
+                .await?;
+            if let Accepted::BackupCode { remaining } = accepted {
+                self.notify_backup_code_used(account, remaining);
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// Whether the session proved a second factor within the step-up window.
+    pub fn stepped_up(&self, principal: &Principal) -> bool {
+        principal
+            .second_factor_at
+            .is_some_and(|at| self.now_ms() - at < millis(self.config.step_up_window))
+    }
+
+    /// Starts a TOTP setup for the caller.
+    pub async fn begin_totp(&self, principal: &Principal) -> Result<TotpSetup, IdentityError> {
+        let account = &principal.account;
+        Ok(self
+            .factors()?
+            .begin_totp(&account.id, &account.email)
+            .await?)
+    }
+
+    /// The `otpauth://` URI of the caller's pending setup.
+    pub async fn pending_totp_uri(&self, principal: &Principal) -> Result<String, IdentityError> {
+        let account = &principal.account;
+        Ok(self
+            .factors()?
+            .pending_uri(&account.id, &account.email)
+            .await?)
+    }
+
+    /// Confirms the caller's pending setup; the session counts as having proved it. Returns
+    /// the backup codes, or `None` for a wrong code.
+    pub async fn confirm_totp(
+        &self,
+        principal: &Principal,
+        code: &str,
+    ) -> Result<Option<Vec<String>>, IdentityError> {
+        let account = &principal.account;
+        let codes = self
+            .factors()?
+            .confirm_totp(&account.id, &account.email, code)
+            .await?;
+        if codes.is_some() {
+            self.store
+                .set_session_second_factor(&principal.session_id, self.now_ms())
+                .await?;
+        }
+        Ok(codes)
+    }
+
+    /// Removes the caller's second factors; needs a step-up within the window.
+    pub async fn disable_second_factor(
+        &self,
+        principal: &Principal,
+    ) -> Result<bool, IdentityError> {
+        if !self.stepped_up(principal) {
+            return Err(IdentityError::StepUpRequired);
+        }
+        Ok(self.factors()?.disable(&principal.account.id).await?)
+    }
+
+    /// New backup codes for the caller, ending the old ones; needs a step-up within the window.
+    pub async fn regenerate_backup_codes(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<String>, IdentityError> {
+        if !self.stepped_up(principal) {
+            return Err(IdentityError::StepUpRequired);
+        }
+        Ok(self
+            .factors()?
+            .regenerate_backup_codes(&principal.account.id)
+            .await?)
+    }
+
+    /// Whether the caller has a second factor, and how many backup codes are left.
+    pub async fn second_factor_status(
+        &self,
+        principal: &Principal,
+    ) -> Result<(bool, i64), IdentityError> {
+        let factors = self.factors()?;
+        let id = &principal.account.id;
+        Ok((
+            factors.enrolled(id).await?,
+            factors.backup_codes_left(id).await?,
+        ))
+    }
+
+    /// Tells the owner a backup code was used, and how many are left.
+    fn notify_backup_code_used(&self, account: &Account, remaining: i64) {
+        let Some(mail) = &self.mail else {
+            return;
+        };
+        mail.mailer.send_later(crate::mail::Mail {
+            to: account.email.clone(),
+            subject: "A backup code was used".into(),
+            body: format!(
+                "One of your backup codes was just used to sign in. {remaining} unused codes remain.\n\n\
+                 If this was not you, change your password and make new backup codes now.\n"
+            ),
+        });
+    }
+}

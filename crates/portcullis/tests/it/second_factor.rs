@@ -1,0 +1,393 @@
+//! Second factors through the running binary: TOTP enrolment with codes computed here from the
+//! secret, a login that then asks for a code, a replayed code refused, a backup code that works
+//! once, removal refused without a recent step-up, and wrong codes throttled like passwords.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::{Gateway, Reply, Upstream, get, send_json};
+
+const ORIGIN: &str = "Origin: http://app.test";
+const PASSWORD: &str = "velvet tractor orbits quietly";
+const EMAIL: &str = "totp@example.com";
+
+fn json(reply: &Reply) -> serde_json::Value {
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
+}
+
+/// The code an authenticator app shows `offset` seconds from now.
+fn code(secret: &str, offset: i64) -> String {
+    let bytes = totp_rs::Secret::try_from_base32(secret).expect("base32 secret");
+    let totp = totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(6)
+        .with_step_duration(30)
+        .with_secret(bytes)
+        .build()
+        .expect("totp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    totp.generate(now.saturating_add_signed(offset)).to_string()
+}
+
+fn session_of(reply: &Reply) -> String {
+    let cookie = reply
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie: {reply:?}"));
+    format!("Cookie: {cookie}")
+}
+
+fn password_step(addr: SocketAddr) -> Reply {
+    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
+    send_json(addr, "POST", "/auth/api/login", &body, &[ORIGIN])
+}
+
+/// The password step of an enrolled account: 403 with the challenge of the second step.
+fn challenge(addr: SocketAddr) -> String {
+    let reply = password_step(addr);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.header("set-cookie").is_none(),
+        "no session before the second factor"
+    );
+    let body = json(&reply);
+    assert_eq!(body["error"]["code"], "second_factor_required", "{body}");
+    body["error"]["challenge"]
+        .as_str()
+        .expect("challenge")
+        .to_owned()
+}
+
+fn second_step(addr: SocketAddr, field: &str, value: &str) -> Reply {
+    let challenge = challenge(addr);
+    let body = format!(r#"{{"challenge":"{challenge}","{field}":"{value}"}}"#);
+    send_json(
+        addr,
+        "POST",
+        "/auth/api/login/second-factor",
+        &body,
+        &[ORIGIN],
+    )
+}
+
+#[test]
+fn totp_enrolment_login_replay_backup_codes_and_step_up() {
+    let Some(smtp) = crate::support::SmtpSink::start() else {
+        return;
+    };
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "{}[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
+         step_up_window = \"2s\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        smtp.config(),
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let addr = gateway.addr;
+    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
+    assert_eq!(
+        send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
+        202
+    );
+    let login = password_step(addr);
+    assert_eq!(login.status, 200, "{}", login.body);
+    let session = session_of(&login);
+
+    // 1. Enrol: the secret, its otpauth URI and the QR code as SVG and PNG.
+    let setup = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp",
+        "",
+        &[ORIGIN, &session],
+    );
+    assert_eq!(setup.status, 201, "{}", setup.body);
+    let setup = json(&setup);
+    let secret = setup["secret"].as_str().expect("secret").to_owned();
+    let uri = setup["uri"].as_str().expect("uri");
+    assert!(
+        uri.starts_with("otpauth://totp/Portcullis:totp%40example.com?") && uri.contains(&secret),
+        "{uri}"
+    );
+    assert!(setup["qr_svg"].as_str().expect("svg").contains("<svg"));
+    let png = get(addr, "/auth/api/second-factor/totp/qr.png", &[&session]);
+    assert_eq!(png.status, 200);
+    assert_eq!(png.header("content-type"), Some("image/png"));
+    assert!(png.body.contains("PNG"), "a PNG signature");
+    // Not enabled until confirmed: a wrong code is refused, and logins still need no code.
+    let wrong = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp/confirm",
+        r#"{"code":"000000"}"#,
+        &[ORIGIN, &session],
+    );
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let confirm = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp/confirm",
+        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
+        &[ORIGIN, &session],
+    );
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let backup: Vec<String> = json(&confirm)["backup_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect();
+    assert_eq!(backup.len(), 10);
+    // At rest: the secret sealed (with its key id), the backup codes as keyed hashes.
+    let stored = stored_second_factor(&gateway.dir.0.join("data"));
+    assert!(
+        !stored.contains(&secret) && stored.starts_with('k'),
+        "{stored}"
+    );
+    assert!(!stored.contains(&backup[0].replace('-', "")), "{stored}");
+
+    // 2. Login now asks for a code, and the code of the step just used is refused.
+    let replay = second_step(addr, "code", &code(&secret, 0));
+    assert_eq!(
+        replay.status, 401,
+        "the confirming code again: {}",
+        replay.body
+    );
+    let next = code(&secret, 30);
+    let login = second_step(addr, "code", &next);
+    assert_eq!(login.status, 200, "{}", login.body);
+    let session = session_of(&login);
+    assert_eq!(get(addr, "/app/home", &[&session]).status, 200);
+    // 3. The same code again, on a fresh challenge: refused.
+    let replay = second_step(addr, "code", &next);
+    assert_eq!(replay.status, 401, "{}", replay.body);
+    assert!(
+        replay.body.contains("invalid_second_factor"),
+        "{}",
+        replay.body
+    );
+
+    // 4. A backup code works once, and says how many remain.
+    let first = second_step(addr, "backup_code", &backup[0].to_uppercase());
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(json(&first)["backup_codes_left"], 9);
+    let notice = smtp.wait_for(EMAIL, "backup code");
+    assert!(notice.contains("9 unused codes remain"), "{notice}");
+    let again = second_step(addr, "backup_code", &backup[0]);
+    assert_eq!(again.status, 401, "{}", again.body);
+
+    // 5. Removing the second factor needs a recent step-up (2 s in this test).
+    std::thread::sleep(Duration::from_millis(2100));
+    let refused = send_json(
+        addr,
+        "DELETE",
+        "/auth/api/second-factor",
+        "",
+        &[ORIGIN, &session],
+    );
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("step_up_required"),
+        "{}",
+        refused.body
+    );
+    let step_up = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/step-up",
+        &format!(r#"{{"backup_code":"{}"}}"#, backup[1]),
+        &[ORIGIN, &session],
+    );
+    assert_eq!(step_up.status, 204, "{}", step_up.body);
+    let removed = send_json(
+        addr,
+        "DELETE",
+        "/auth/api/second-factor",
+        "",
+        &[ORIGIN, &session],
+    );
+    assert_eq!(removed.status, 204, "{}", removed.body);
+    assert_eq!(password_step(addr).status, 200, "no second factor any more");
+
+    let tail = crate::support::audit_tail(gateway);
+    for kind in [
+        "second_factor_enabled",
+        "second_factor_required",
+        "backup_code_used",
+        "second_factor_disabled",
+    ] {
+        assert!(
+            tail.contains(&format!("\"kind\":\"{kind}\"")),
+            "{kind}: {tail}"
+        );
+    }
+    assert!(tail.contains("wrong_second_factor"), "{tail}");
+}
+
+/// What the store holds of the account's second factor: the sealed secret and the backup code
+/// hashes, as one text.
+fn stored_second_factor(data_dir: &std::path::Path) -> String {
+    let url = crate::support::sqlite_url(data_dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .expect("open the store");
+        let secret: (String,) = sqlx::query_as("SELECT secret FROM totp_credentials")
+            .fetch_one(&mut db)
+            .await
+            .expect("secret");
+        let codes: Vec<(String,)> = sqlx::query_as("SELECT code_hash FROM backup_codes")
+            .fetch_all(&mut db)
+            .await
+            .expect("codes");
+        let codes: Vec<String> = codes.into_iter().map(|(c,)| c).collect();
+        format!("{} {}", secret.0, codes.join(" "))
+    })
+}
+
+/// Wrong codes on the second step count in the brute-force defence: a stolen password does
+/// not buy unlimited guesses at the code.
+#[test]
+fn wrong_codes_on_the_second_step_are_throttled() {
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let addr = gateway.addr;
+    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
+    assert_eq!(
+        send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
+        202
+    );
+    let session = session_of(&password_step(addr));
+    let setup = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp",
+        "",
+        &[ORIGIN, &session],
+    );
+    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
+    let confirm = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp/confirm",
+        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
+        &[ORIGIN, &session],
+    );
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let challenge = challenge(addr);
+    let guess = |n: u32| {
+        let body = format!(
+            r#"{{"challenge":"{challenge}","code":"{:06}"}}"#,
+            100_000 + n
+        );
+        send_json(
+            addr,
+            "POST",
+            "/auth/api/login/second-factor",
+            &body,
+            &[ORIGIN],
+        )
+        .status
+    };
+    let throttled = (0..12).find(|n| guess(*n) == 429);
+    assert!(
+        throttled.is_some_and(|n| n <= 6),
+        "guesses before the throttle: {throttled:?}"
+    );
+}
+
+/// The value of the hidden field `name` in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name}: {page}"))
+        + marker.len();
+    page[start..].split('"').next().unwrap_or("").to_owned()
+}
+
+/// The login page of an enrolled account leads to a page for the code, which ends in the
+/// session and the page asked for.
+#[test]
+fn the_login_page_asks_for_the_code_on_a_second_page() {
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let addr = gateway.addr;
+    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
+    assert_eq!(
+        send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
+        202
+    );
+    let session = session_of(&password_step(addr));
+    let setup = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp",
+        "",
+        &[ORIGIN, &session],
+    );
+    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
+    let confirm = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp/confirm",
+        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
+        &[ORIGIN, &session],
+    );
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+
+    let page = crate::support::submit_page_form(
+        addr,
+        "/auth/login?next=/app/orders",
+        "/auth/login",
+        &[
+            ("email", EMAIL),
+            ("password", PASSWORD),
+            ("next", "/app/orders"),
+        ],
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.header("set-cookie").is_none(), "no session yet");
+    assert!(page.body.contains("authenticator app"), "{}", page.body);
+    let (csrf, challenge) = (hidden(&page.body, "csrf"), hidden(&page.body, "challenge"));
+    let post = |code: &str| {
+        let form = format!("csrf={csrf}&challenge={challenge}&next=%2Fapp%2Forders&code={code}");
+        let head = format!(
+            "POST /auth/login/second-factor HTTP/1.1\r\nHost: app.test\r\nOrigin: http://app.test\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Cookie: __Host-portcullis_csrf={csrf}",
+            form.len()
+        );
+        crate::support::raw(addr, &head, form.as_bytes())
+    };
+    let wrong = post("000000");
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(
+        wrong.body.contains(&challenge),
+        "the same challenge, to try again"
+    );
+    let done = post(&code(&secret, 30));
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.header("location"), Some("/app/orders"));
+    let session = session_of(&done);
+    assert_eq!(get(addr, "/app/orders", &[&session]).status, 200);
+}
