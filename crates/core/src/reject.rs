@@ -67,6 +67,9 @@ pub enum Reject {
     ApiKeyNetwork,
     /// A sensitive action needs a second factor proved within the last 10 minutes.
     StepUpRequired,
+    /// The route needs a second factor, and the caller has none set up (or authenticated in
+    /// a way that cannot carry one).
+    SecondFactorEnrolmentRequired,
     /// The call does not fit the current state (a second factor set up already).
     Conflict,
 }
@@ -85,7 +88,8 @@ impl Reject {
             | Self::BotRefused
             | Self::ChallengeFailed
             | Self::ApiKeyNetwork
-            | Self::StepUpRequired => 403,
+            | Self::StepUpRequired
+            | Self::SecondFactorEnrolmentRequired => 403,
             Self::Conflict => 409,
             Self::LoginThrottled | Self::RateLimited => 429,
             Self::NoRoute | Self::Hidden => 404,
@@ -131,6 +135,7 @@ impl Reject {
             Self::InvalidApiKey => "invalid_api_key",
             Self::ApiKeyNetwork => "api_key_network",
             Self::StepUpRequired => "step_up_required",
+            Self::SecondFactorEnrolmentRequired => "second_factor_enrolment_required",
             Self::Conflict => "conflict",
         }
     }
@@ -166,6 +171,9 @@ impl Reject {
             Self::InvalidApiKey => "The API key is not valid",
             Self::ApiKeyNetwork => "This API key may not be used from your network",
             Self::StepUpRequired => "Confirm with your second factor first",
+            Self::SecondFactorEnrolmentRequired => {
+                "Set up a second factor and log in with it to continue"
+            }
             Self::Conflict => "This cannot be done in the current state",
         }
     }
@@ -194,7 +202,7 @@ impl Reject {
             Self::WafBlocked => Some(EventKind::WafBlock),
             Self::MalformedBody => Some(EventKind::MalformedRequest),
             Self::Unauthenticated => Some(EventKind::AuthenticationRequired),
-            Self::Forbidden => Some(EventKind::AccessDenied),
+            Self::Forbidden | Self::SecondFactorEnrolmentRequired => Some(EventKind::AccessDenied),
             Self::CsrfRejected => Some(EventKind::CsrfRejected),
             Self::RateLimited => Some(EventKind::RateLimited),
             Self::BotRefused => Some(EventKind::BotRefused),

@@ -45,6 +45,7 @@ pub use listener::{Running, Services, StartError, start};
 pub use settings::{
     BotMode, BotSettings, CorsSettings, ErrorDetail, HeaderSettings, IdentityHeaderStyle,
     IdentitySettings, LimitSettings, OverLimit, RateKey, RateLimit, RateLimitSettings, RouteAuth,
-    RouteSettings, RouteWafSettings, Settings, TlsSettings, UpstreamSettings, WafMode, WafSettings,
+    RouteSettings, RouteWafSettings, SecondFactorPolicy, Settings, TlsSettings, UpstreamSettings,
+    WafMode, WafSettings,
 };
 pub use tls::{TlsError, load_server_config};

@@ -157,6 +157,7 @@ mod tests {
             auth: crate::settings::RouteAuth::None,
             roles: vec![],
             scopes: vec![],
+            mfa: false,
             rate_limit: None,
             bot: crate::settings::BotMode::Off,
             bot_difficulty: None,

@@ -71,6 +71,20 @@ pub struct IdentitySettings {
     pub openapi: bool,
     /// Scopes a user may put on their own API keys (admins may grant any).
     pub api_key_user_scopes: Vec<String>,
+    /// Who must have a second factor.
+    pub second_factor: SecondFactorPolicy,
+}
+
+/// Who must have a second factor to reach the routes that need one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondFactorPolicy {
+    /// Offered to everyone, required only by routes with `mfa = true`.
+    Optional,
+    /// Also required of admins on routes that require the `admin` role: an admin without one
+    /// is sent to enrol first.
+    Admins,
+    /// Required of every session, on every authenticated route.
+    All,
 }
 
 /// Names of the identity headers sent upstream.
@@ -312,6 +326,8 @@ pub struct RouteSettings {
     pub roles: Vec<String>,
     /// Scopes the caller's token must all carry (sessions carry none).
     pub scopes: Vec<String>,
+    /// The caller must have proved a second factor (sensitive upstream routes).
+    pub mfa: bool,
     /// The route's own rate limit, checked once the caller is known.
     pub rate_limit: Option<RateLimit>,
     /// Bot defence on this route (browser routes only).

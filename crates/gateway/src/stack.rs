@@ -30,7 +30,7 @@ use crate::proxy::{self, Forwarding, UpstreamClient};
 use crate::rate_limit::{self, Limiter};
 use crate::respond::{self, SecurityHeaders};
 use crate::route::{self, Route, RouteTable};
-use crate::settings::{RateLimit, RouteAuth, Settings, WafMode};
+use crate::settings::{RateLimit, RouteAuth, SecondFactorPolicy, Settings, WafMode};
 use crate::telemetry::RouteTelemetry;
 use crate::waf::{self, InspectedBody, StageError};
 
@@ -56,6 +56,16 @@ pub(crate) struct Gateway {
     ip_decisions: Option<Arc<IpDecisions>>,
     pub(crate) challenges: Arc<Challenges>,
     listener_is_loopback: bool,
+}
+
+/// What a route asks of an authenticated caller.
+pub(crate) struct Need<'a> {
+    /// One of these roles (any when empty).
+    pub(crate) roles: &'a [String],
+    /// Every one of these scopes.
+    pub(crate) scopes: &'a [String],
+    /// A second factor proved by the session.
+    pub(crate) second_factor: bool,
 }
 
 /// A rejection with its internal reason, for logs, events and development error bodies.
@@ -465,7 +475,12 @@ impl Gateway {
         let caller = self
             .identify(headers, method, route.settings.auth, host, ctx)
             .await?;
-        self.authorize(&caller, &route.settings.roles, &route.settings.scopes, ctx)
+        let need = Need {
+            roles: &route.settings.roles,
+            scopes: &route.settings.scopes,
+            second_factor: route.settings.mfa,
+        };
+        self.authorize(&caller, &need, ctx)
     }
 
     /// The caller a request authenticates as, by bearer token (where `required` accepts one)
@@ -561,22 +576,38 @@ impl Gateway {
         Ok(caller)
     }
 
-    /// The route's roles and scopes; then the identity headers for the upstream.
+    /// The route's roles, scopes and second factor; then the identity headers for the
+    /// upstream. A second factor is needed where the route says so, of admins on admin routes
+    /// when the policy says so, and of every session when the policy says so; API keys and
+    /// access tokens cannot carry one, so they do not reach routes that need it.
     pub(crate) fn authorize(
         &self,
         caller: &auth::Caller,
-        roles: &[String],
-        scopes: &[String],
+        need: &Need<'_>,
         ctx: &mut RequestContext<'_>,
     ) -> Result<(), Rejection> {
-        if !caller.has_role(roles) {
+        if !caller.has_role(need.roles) {
             return Err((
                 Reject::Forbidden,
                 "lacks every role the route requires".into(),
             ));
         }
-        if !caller.has_scopes(scopes) {
+        if !caller.has_scopes(need.scopes) {
             return Err((Reject::Forbidden, "lacks a scope the route requires".into()));
+        }
+        let admin_route = need.roles.iter().any(|r| r == "admin");
+        let policy_needs = match self.settings.identity.as_ref().map(|i| i.second_factor) {
+            Some(SecondFactorPolicy::All) => caller.method == "session",
+            Some(SecondFactorPolicy::Admins) => {
+                admin_route && caller.roles.iter().any(|r| r == "admin")
+            }
+            Some(SecondFactorPolicy::Optional) | None => false,
+        };
+        if (need.second_factor || policy_needs) && !caller.second_factor {
+            return Err((
+                Reject::SecondFactorEnrolmentRequired,
+                "the route needs a second factor the session has not proved".into(),
+            ));
         }
         if let (Some(handle), Some(settings)) = (&self.identity, &self.settings.identity) {
             let identity_token = handle.identity_token(caller);

@@ -253,6 +253,8 @@ pub(crate) struct RawIdentity {
     pub(crate) api_key_rotation_grace: Option<String>,
     /// Scopes users may put on their own keys through the API (admins may grant any).
     pub(crate) api_key_user_scopes: Option<Vec<String>>,
+    /// Who must have a second factor: `optional`, `admins` or `all`.
+    pub(crate) second_factor: Option<SecondFactorMode>,
     /// The service's name in authenticator apps.
     pub(crate) totp_issuer: Option<String>,
     /// How recent a second factor must be for a sensitive action.
@@ -272,6 +274,15 @@ pub(crate) enum RegistrationMode {
 pub(crate) enum HeaderStyle {
     Portcullis,
     Authelia,
+}
+
+/// Who must have a second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SecondFactorMode {
+    Optional,
+    Admins,
+    All,
 }
 
 /// A route's authentication requirement.
@@ -328,6 +339,8 @@ pub(crate) struct RawRoute {
     /// The caller's token must carry all of these scopes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) scopes: Vec<String>,
+    /// Sessions must have proved a second factor.
+    pub(crate) mfa: Option<bool>,
     /// The route's rate limit, e.g. `10/min`.
     pub(crate) rate_limit: Option<String>,
     pub(crate) rate_limit_burst: Option<u32>,
@@ -520,6 +533,7 @@ struct Presets {
     session_absolute: &'static str,
     require_verified_email: bool,
     registration: RegistrationMode,
+    second_factor: SecondFactorMode,
     client_rate: &'static str,
 }
 
@@ -537,6 +551,7 @@ fn presets(profile: Profile) -> Presets {
             session_absolute: "720h",
             require_verified_email: false,
             registration: RegistrationMode::Open,
+            second_factor: SecondFactorMode::Optional,
             client_rate: "1000/min",
         },
         Profile::Staging => Presets {
@@ -551,6 +566,7 @@ fn presets(profile: Profile) -> Presets {
             session_absolute: "168h",
             require_verified_email: true,
             registration: RegistrationMode::Off,
+            second_factor: SecondFactorMode::Optional,
             client_rate: "200/min",
         },
         Profile::Production => Presets {
@@ -565,6 +581,7 @@ fn presets(profile: Profile) -> Presets {
             session_absolute: "12h",
             require_verified_email: true,
             registration: RegistrationMode::Off,
+            second_factor: SecondFactorMode::Admins,
             client_rate: "100/min",
         },
     }
@@ -847,6 +864,11 @@ fn resolve_identity(
         max_body_bytes: 16 * 1024,
         openapi: show_docs,
         api_key_user_scopes: i.api_key_user_scopes.get_or_insert_with(Vec::new).clone(),
+        second_factor: match i.second_factor.get_or_insert(preset.second_factor) {
+            SecondFactorMode::Optional => portcullis_gateway::SecondFactorPolicy::Optional,
+            SecondFactorMode::Admins => portcullis_gateway::SecondFactorPolicy::Admins,
+            SecondFactorMode::All => portcullis_gateway::SecondFactorPolicy::All,
+        },
     };
     let max_wait = duration(
         "identity.login_max_wait",
@@ -1019,6 +1041,13 @@ fn resolve_route(
         },
         roles: route.roles.clone(),
         scopes: route.scopes.clone(),
+        mfa: match (route.mfa, route.auth) {
+            (Some(true), Some(AuthMode::Session | AuthMode::Any)) => true,
+            (Some(true), _) => bail!(
+                "{at}: mfa = true needs auth = \"session\" or \"any\": only sessions prove a second factor"
+            ),
+            _ => false,
+        },
         bot: match route.bot.get_or_insert(BotModeRaw::Off) {
             BotModeRaw::Off => portcullis_gateway::BotMode::Off,
             _ if matches!(route.auth, Some(AuthMode::Token | AuthMode::ApiKey)) => {

@@ -58,7 +58,12 @@ impl Gateway {
             .await
         {
             Ok(caller) => {
-                self.authorize(&caller, &roles, &scopes, ctx)?;
+                let need = crate::stack::Need {
+                    roles: &roles,
+                    scopes: &scopes,
+                    second_factor: false,
+                };
+                self.authorize(&caller, &need, ctx)?;
                 let mut response = Response::new(empty());
                 let out = response.headers_mut();
                 for (name, value) in &ctx.identity_headers {

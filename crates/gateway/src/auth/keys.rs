@@ -151,6 +151,21 @@ impl Gateway {
                 ))
             }
             (Method::POST, "") => {
+                // A sensitive action: an account with a second factor proves it again first.
+                let checked = principal.clone();
+                let may = handle
+                    .run(move |identity| async move {
+                        let (enrolled, _) = identity.second_factor_status(&checked).await?;
+                        Ok(!enrolled || identity.stepped_up(&checked))
+                    })
+                    .await
+                    .map_err(super::api::service_failure)?;
+                if !may {
+                    return Err((
+                        Reject::StepUpRequired,
+                        "creating an API key needs a recent second factor".into(),
+                    ));
+                }
                 let body: CreateKey = super::api::read_json(request, max, timeout).await?;
                 let allowed = &settings.api_key_user_scopes;
                 if !admin && let Some(scope) = body.scopes.iter().find(|s| !allowed.contains(s)) {

@@ -136,6 +136,8 @@ pub(crate) struct Caller {
     pub(crate) method: &'static str,
     /// The API key's id, for requests authenticated by key.
     pub(crate) key_id: Option<String>,
+    /// The session proved a second factor (at login or since).
+    pub(crate) second_factor: bool,
 }
 
 impl Caller {
@@ -149,6 +151,7 @@ impl Caller {
             scopes: Vec::new(),
             method: "session",
             key_id: None,
+            second_factor: principal.second_factor_at.is_some(),
         }
     }
 
@@ -161,6 +164,7 @@ impl Caller {
             scopes: claims.scopes.clone(),
             method: "token",
             key_id: None,
+            second_factor: false,
         }
     }
 
@@ -174,6 +178,7 @@ impl Caller {
             scopes: key.scopes.clone(),
             method: "api_key",
             key_id: Some(key.id.clone()),
+            second_factor: false,
         }
     }
 

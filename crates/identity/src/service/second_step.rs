@@ -218,7 +218,9 @@ impl Identity {
         &self,
         principal: &Principal,
     ) -> Result<(bool, i64), IdentityError> {
-        let factors = self.factors()?;
+        let Some(factors) = &self.second_factors else {
+            return Ok((false, 0));
+        };
         let id = &principal.account.id;
         Ok((
             factors.enrolled(id).await?,

@@ -195,6 +195,15 @@ fn totp_enrolment_login_replay_backup_codes_and_step_up() {
         "{}",
         refused.body
     );
+    let key = send_json(
+        addr,
+        "POST",
+        "/auth/api/keys",
+        r#"{"name":"no step-up"}"#,
+        &[ORIGIN, &session],
+    );
+    assert_eq!(key.status, 403, "creating an API key: {}", key.body);
+    assert!(key.body.contains("step_up_required"), "{}", key.body);
     let step_up = send_json(
         addr,
         "POST",
@@ -203,6 +212,18 @@ fn totp_enrolment_login_replay_backup_codes_and_step_up() {
         &[ORIGIN, &session],
     );
     assert_eq!(step_up.status, 204, "{}", step_up.body);
+    let key = send_json(
+        addr,
+        "POST",
+        "/auth/api/keys",
+        r#"{"name":"after step-up"}"#,
+        &[ORIGIN, &session],
+    );
+    assert_eq!(
+        key.status, 201,
+        "creating an API key after a step-up: {}",
+        key.body
+    );
     let removed = send_json(
         addr,
         "DELETE",
@@ -390,4 +411,66 @@ fn the_login_page_asks_for_the_code_on_a_second_page() {
     assert_eq!(done.header("location"), Some("/app/orders"));
     let session = session_of(&done);
     assert_eq!(get(addr, "/app/orders", &[&session]).status, 200);
+}
+
+/// In production, an admin without a second factor cannot reach an admin route until they
+/// enrol; a route with `mfa = true` asks the same of everyone.
+#[test]
+fn in_production_admins_enrol_before_admin_routes() {
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "{}[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n\
+         [[route]]\npath = \"/admin\"\nupstream = \"{url}\"\nauth = \"session\"\nroles = [\"admin\"]\n\
+         [[route]]\npath = \"/billing\"\nupstream = \"{url}\"\nauth = \"session\"\nmfa = true\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{url}\"\nauth = \"session\"\n",
+        crate::support::PRODUCTION,
+        url = upstream.url()
+    );
+    let gateway = Gateway::start(
+        &config,
+        &[(
+            "PORTCULLIS_SERVER__SECRET_KEY",
+            "0123456789abcdef0123456789abcdef",
+        )],
+    );
+    let addr = gateway.addr;
+    let token = gateway.bootstrap.clone().expect("a bootstrap link");
+    let body = format!(
+        r#"{{"token":"{token}","email":"{EMAIL}","password":"{PASSWORD}","display_name":"Root"}}"#
+    );
+    let created = send_json(addr, "POST", "/auth/api/bootstrap", &body, &[ORIGIN]);
+    assert!(created.status < 300, "{}", created.body);
+    let login = password_step(addr);
+    assert_eq!(login.status, 200, "{}", login.body);
+    let session = session_of(&login);
+    assert_eq!(get(addr, "/app/home", &[&session]).status, 200);
+    for path in ["/admin/users", "/billing/cards"] {
+        let refused = get(addr, path, &[&session]);
+        assert_eq!(refused.status, 403, "{path}: {}", refused.body);
+        assert!(
+            refused.body.contains("second_factor_enrolment_required"),
+            "{}",
+            refused.body
+        );
+    }
+    // Enrolling proves the factor for this session too.
+    let setup = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp",
+        "",
+        &[ORIGIN, &session],
+    );
+    assert_eq!(setup.status, 201, "{}", setup.body);
+    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
+    let confirm = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp/confirm",
+        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
+        &[ORIGIN, &session],
+    );
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert_eq!(get(addr, "/admin/users", &[&session]).status, 200);
+    assert_eq!(get(addr, "/billing/cards", &[&session]).status, 200);
 }
