@@ -4,7 +4,7 @@
 # needs an API key with a scope; one nginx proxy with an open location and one that compares
 # X-API-Key with a fixed key (the most nginx can do alone). Runs alternate with wrk so the
 # machine's drift hits all alike; prints each round, then keyed/open for each proxy. Also runs
-# the verification micro-benchmark (cost of one key check on a cache hit).
+# the verification micro-benchmark (one API key or session check on a cache hit).
 # Bounded: ROUNDS x 4 runs of DURATION seconds.
 # Usage: bench/apikey/run.sh [duration_seconds=5] [rounds=3] [connections=64]
 set -euo pipefail
@@ -17,7 +17,7 @@ PORTCULLIS_PORT=18302
 NGINX_PORT=18303
 source bench/common.sh
 
-cargo run --release -q -p portcullis-identity --example api_key_bench
+cargo run --release -q -p portcullis-identity --example verify_bench
 
 ok_upstream "$UPSTREAM_PORT"
 

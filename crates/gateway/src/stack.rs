@@ -553,7 +553,7 @@ impl Gateway {
                     .map(str::to_owned)
                     .ok_or_else(|| (Reject::Unauthenticated, "no session cookie".to_owned()))?;
                 let principal = handle
-                    .run(move |identity| async move { identity.authenticate_session(&token).await })
+                    .authenticate_session(token)
                     .await
                     .map_err(auth::api::service_failure)?
                     .ok_or_else(|| {

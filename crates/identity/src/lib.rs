@@ -15,6 +15,7 @@ pub mod password;
 pub mod seal;
 pub mod second_factor;
 mod service;
+mod session_cache;
 pub mod throttle;
 pub mod token;
 pub mod tokens;

@@ -342,6 +342,7 @@ pub struct Identity {
     tokens: Option<Tokens>,
     api_keys: Option<crate::api_keys::ApiKeys>,
     second_factors: Option<crate::second_factor::SecondFactors>,
+    sessions: Arc<crate::session_cache::SessionCache>,
 }
 
 /// An access token and the refresh token that renews it.
@@ -397,6 +398,7 @@ impl Identity {
             mail: None,
             api_keys: None,
             second_factors: None,
+            sessions: Arc::default(),
             tokens: None,
         }
     }
@@ -993,6 +995,10 @@ impl Identity {
             .store
             .insert_session(&row, i64::from(self.config.max_sessions.max(1)))
             .await?;
+        if evicted > 0 {
+            // Which ones went is the store's knowledge: read the account's sessions again.
+            self.sessions.forget_account(account_id);
+        }
         Ok((token, row.id, evicted))
     }
 
@@ -1003,6 +1009,10 @@ impl Identity {
     ) -> Result<Option<Principal>, IdentityError> {
         if token.len() != 43 {
             return Ok(None);
+        }
+        let key = crate::session_cache::key(token);
+        if let Some(principal) = self.sessions.get(&key, self.now_ms()) {
+            return Ok(Some(principal));
         }
         let Some(session) = self.store.session_by_token_hash(&token_hash(token)).await? else {
             return Ok(None);
@@ -1027,11 +1037,24 @@ impl Identity {
         if now - session.last_seen_at >= TOUCH_EVERY_MS {
             self.store.touch_session(&session.id, now).await?;
         }
-        Ok(Some(Principal {
+        let principal = Principal {
             account,
             session_id: session.id,
             second_factor_at: session.second_factor_at,
-        }))
+        };
+        self.sessions.put(key, principal.clone(), now);
+        Ok(Some(principal))
+    }
+
+    /// The caller a session token belongs to, from memory only: `None` when it must be read
+    /// from the store (see [`Identity::authenticate_session`]). No I/O, so callable anywhere.
+    pub fn cached_session(&self, token: &str) -> Option<Principal> {
+        (token.len() == 43)
+            .then(|| {
+                self.sessions
+                    .get(&crate::session_cache::key(token), self.now_ms())
+            })
+            .flatten()
     }
 
     /// Ends the session `token` names; returns its principal if there was one.
@@ -1041,6 +1064,7 @@ impl Identity {
             self.store
                 .delete_session(&principal.account.id, &principal.session_id)
                 .await?;
+            self.sessions.forget_session(&principal.session_id);
         }
         Ok(principal)
     }
@@ -1056,7 +1080,9 @@ impl Identity {
         account_id: &str,
         session_id: &str,
     ) -> Result<(), IdentityError> {
-        if self.store.delete_session(account_id, session_id).await? {
+        let deleted = self.store.delete_session(account_id, session_id).await?;
+        self.sessions.forget_session(session_id);
+        if deleted {
             Ok(())
         } else {
             Err(IdentityError::NotFound)
@@ -1071,6 +1097,7 @@ impl Identity {
         keep: Option<&str>,
     ) -> Result<u64, IdentityError> {
         let ended = self.store.delete_account_sessions(account_id, keep).await?;
+        self.sessions.forget_account(account_id);
         self.store.delete_account_refresh_tokens(account_id).await?;
         Ok(ended)
     }

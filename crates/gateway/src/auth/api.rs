@@ -568,7 +568,7 @@ impl Gateway {
             return Err((Reject::Unauthenticated, "no session cookie".into()));
         };
         let principal = handle
-            .run(move |identity| async move { identity.authenticate_session(&token).await })
+            .authenticate_session(token)
             .await
             .map_err(service_failure)?
             .ok_or_else(|| {

@@ -108,6 +108,19 @@ impl IdentityHandle {
             .map(portcullis_identity::tokens::Tokens::jwks)
     }
 
+    /// The caller a session token belongs to: from memory on this worker when it was verified
+    /// in the last second, else from the store on the service's runtime.
+    pub(crate) async fn authenticate_session(
+        &self,
+        token: String,
+    ) -> Result<Option<portcullis_identity::Principal>, IdentityError> {
+        if let Some(principal) = self.identity.cached_session(&token) {
+            return Ok(Some(principal));
+        }
+        self.run(move |identity| async move { identity.authenticate_session(&token).await })
+            .await
+    }
+
     /// Runs `work` on the service's runtime and waits for it.
     pub(crate) async fn run<T, F>(
         &self,

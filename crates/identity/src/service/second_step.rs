@@ -136,6 +136,7 @@ impl Identity {
             self.store
                 .set_session_second_factor(&principal.session_id, self.now_ms())
                 .await?;
+            self.sessions.forget_session(&principal.session_id);
             if let Accepted::BackupCode { remaining } = accepted {
                 self.notify_backup_code_used(account, remaining);
             }
@@ -184,6 +185,7 @@ impl Identity {
             self.store
                 .set_session_second_factor(&principal.session_id, self.now_ms())
                 .await?;
+            self.sessions.forget_session(&principal.session_id);
         }
         Ok(codes)
     }
