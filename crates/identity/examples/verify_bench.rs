@@ -84,6 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         device: None,
         user_agent: None,
         proven: false,
+        trusted_device: None,
     };
     let LoginOutcome::Success(logged_in) = identity
         .login("bench@example.com", password, &client)
@@ -95,7 +96,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     identity.authenticate_session(&token).await?;
     let started = Instant::now();
     for _ in 0..ROUNDS {
-        if identity.cached_session(std::hint::black_box(&token)).is_none() {
+        if identity
+            .cached_session(std::hint::black_box(&token))
+            .is_none()
+        {
             // The entry is a second old: read it again, as the gateway would.
             identity.authenticate_session(&token).await?;
         }

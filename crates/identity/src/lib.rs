@@ -24,5 +24,5 @@ pub use email::{Email, EmailError};
 pub use service::{
     Account, AccountStatus, ClientInfo, FailureReason, Identity, IdentityConfig, IdentityError,
     LoggedIn, LoginOutcome, MailLinks, NewAccount, Principal, RefreshOutcome, Registration,
-    TokenPurpose, TokenSet, user_agent_family,
+    TRUSTED_DEVICE_LIFETIME, TokenPurpose, TokenSet, user_agent_family,
 };

@@ -19,6 +19,8 @@ use portcullis_store::RefreshUse;
 
 mod second_step;
 
+pub use second_step::TRUSTED_DEVICE_LIFETIME;
+
 /// Who may create an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
@@ -138,6 +140,8 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
     /// The client solved the proof-of-work an account under distributed attack asks for.
     pub proven: bool,
+    /// The trusted-device cookie the browser sent, if any.
+    pub trusted_device: Option<String>,
 }
 
 /// A successful login.
@@ -157,6 +161,10 @@ pub struct LoggedIn {
     pub device_cookie: Option<String>,
     /// The second factor the login passed, when it needed one.
     pub second_factor: Option<crate::second_factor::Accepted>,
+    /// A login from a remembered browser skipped the second factor.
+    pub trusted_device: bool,
+    /// The new "remember this device" cookie, when the second step asked for one.
+    pub remember_cookie: Option<String>,
 }
 
 /// Why a login failed. Internal: every reason but the last two gets the same public answer.
@@ -940,22 +948,30 @@ impl Identity {
                 .set_password_hash(&account.id, &hash, false, 0, self.now_ms())
                 .await?;
         }
+        // A remembered browser stands in for the second factor; the session carries the time
+        // that factor was proved.
+        let mut second_factor_at = None;
         if let Some(factors) = &self.second_factors
             && factors.enrolled(&account.id).await?
         {
-            let challenge = self
-                .issue_token(
-                    &account.id,
-                    TokenPurpose::SecondFactor,
-                    SECOND_STEP_LIFETIME,
-                )
-                .await?;
-            return Ok(LoginOutcome::SecondFactorRequired {
-                account_id: account.id,
-                challenge,
-            });
+            second_factor_at = self.trusted_device(&account, client).await?;
+            if second_factor_at.is_none() {
+                let challenge = self
+                    .issue_token(
+                        &account.id,
+                        TokenPurpose::SecondFactor,
+                        SECOND_STEP_LIFETIME,
+                    )
+                    .await?;
+                return Ok(LoginOutcome::SecondFactorRequired {
+                    account_id: account.id,
+                    challenge,
+                });
+            }
         }
-        let (token, session_id, evicted) = self.open_session(&account.id, client, None).await?;
+        let (token, session_id, evicted) = self
+            .open_session(&account.id, client, second_factor_at)
+            .await?;
         let device_cookie = self
             .throttle
             .as_ref()
@@ -968,6 +984,8 @@ impl Identity {
             rehashed: rehash,
             device_cookie,
             second_factor: None,
+            trusted_device: second_factor_at.is_some(),
+            remember_cookie: None,
         })))
     }
 
@@ -1156,6 +1174,9 @@ impl Identity {
         self.store
             .set_password_hash(&row.id, &hash, true, keep, self.now_ms())
             .await?;
+        // A new password ends every "remember this device": whoever knew the old one may have
+        // remembered a browser of their own.
+        self.store.delete_account_trusted_devices(&row.id).await?;
         Ok(())
     }
 

@@ -203,6 +203,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "second_factor",
         include_str!("../migrations/sqlite/0007_second_factor.sql"),
     ),
+    (
+        8,
+        "trusted_devices",
+        include_str!("../migrations/sqlite/0008_trusted_devices.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -239,6 +244,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "second_factor",
         include_str!("../migrations/postgres/0007_second_factor.sql"),
+    ),
+    (
+        8,
+        "trusted_devices",
+        include_str!("../migrations/postgres/0008_trusted_devices.sql"),
     ),
 ];
 

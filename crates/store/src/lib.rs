@@ -21,6 +21,6 @@ pub use api_keys::ApiKeyRow;
 pub use audit::{AuditLog, AuditRow, ChainBreak, VerifyReport};
 pub use db::{Backend, Store, StoreConfig, StoreError};
 pub use ip_decisions::IpDecisionRow;
-pub use second_factor::TotpRow;
+pub use second_factor::{TotpRow, TrustedDeviceRow};
 pub use sessions::SessionRow;
 pub use tokens::{RefreshUse, SigningKeyRow};

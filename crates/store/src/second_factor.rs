@@ -193,3 +193,123 @@ async fn replace_backup_codes(
     }
     Ok(())
 }
+
+/// A remembered browser, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedDeviceRow {
+    /// Random public id, for listing and revoking; not the token.
+    pub id: String,
+    /// Hex SHA-256 of the cookie's token.
+    pub token_hash: String,
+    /// Whose browser.
+    pub account_id: String,
+    /// When the second factor that made it trusted was proved, Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+    /// Unix milliseconds.
+    pub last_used_at: i64,
+    /// Browser family and OS when it was remembered.
+    pub user_agent: Option<String>,
+    /// Client address when it was remembered.
+    pub client_ip: Option<String>,
+}
+
+const DEVICE_COLUMNS: &str =
+    "id, token_hash, account_id, created_at, expires_at, last_used_at, user_agent, client_ip";
+
+fn device_from_row(row: &sqlx::any::AnyRow) -> Result<TrustedDeviceRow, sqlx::Error> {
+    Ok(TrustedDeviceRow {
+        id: row.try_get(0)?,
+        token_hash: row.try_get(1)?,
+        account_id: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+        expires_at: row.try_get(4)?,
+        last_used_at: row.try_get(5)?,
+        user_agent: row.try_get(6)?,
+        client_ip: row.try_get(7)?,
+    })
+}
+
+impl Store {
+    /// Records a remembered browser.
+    pub async fn insert_trusted_device(&self, device: &TrustedDeviceRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO trusted_devices (id, token_hash, account_id, created_at, expires_at, \
+             last_used_at, user_agent, client_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&device.id)
+        .bind(&device.token_hash)
+        .bind(&device.account_id)
+        .bind(device.created_at)
+        .bind(device.expires_at)
+        .bind(device.last_used_at)
+        .bind(&device.user_agent)
+        .bind(&device.client_ip)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The unexpired remembered browser whose token hashes to `token_hash`; marks it used.
+    pub async fn use_trusted_device(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<TrustedDeviceRow>, StoreError> {
+        let query = format!(
+            "UPDATE trusted_devices SET last_used_at = $1 \
+             WHERE token_hash = $2 AND expires_at > $1 RETURNING {DEVICE_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(now_ms)
+            .bind(token_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(device_from_row).transpose()?)
+    }
+
+    /// The account's unexpired remembered browsers, newest first.
+    pub async fn trusted_devices(
+        &self,
+        account_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<TrustedDeviceRow>, StoreError> {
+        let query = format!(
+            "SELECT {DEVICE_COLUMNS} FROM trusted_devices \
+             WHERE account_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(account_id)
+            .bind(now_ms)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(device_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets one remembered browser of the account; false when there was none.
+    pub async fn delete_trusted_device(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM trusted_devices WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Forgets every remembered browser of the account; returns how many.
+    pub async fn delete_account_trusted_devices(
+        &self,
+        account_id: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM trusted_devices WHERE account_id = $1")
+            .bind(account_id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

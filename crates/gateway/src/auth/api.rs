@@ -47,18 +47,28 @@ pub(super) struct SecondStep {
     pub(super) code: Option<String>,
     #[serde(default)]
     pub(super) backup_code: Option<String>,
+    /// Remember this browser: its next logins skip the second factor for 30 days.
+    #[serde(default)]
+    pub(super) remember_device: bool,
 }
 
 impl SecondStep {
-    pub(super) fn proof(self) -> Result<(String, SecondFactorProof), Rejection> {
-        match (self.code, self.backup_code) {
-            (Some(code), None) => Ok((self.challenge, SecondFactorProof::Totp(code))),
-            (None, Some(code)) => Ok((self.challenge, SecondFactorProof::BackupCode(code))),
-            _ => Err((
-                Reject::BadRequest,
-                "send exactly one of code and backup_code".into(),
-            )),
-        }
+    pub(super) fn into_step(self) -> Result<LoginStep, Rejection> {
+        let proof = match (self.code, self.backup_code) {
+            (Some(code), None) => SecondFactorProof::Totp(code),
+            (None, Some(code)) => SecondFactorProof::BackupCode(code),
+            _ => {
+                return Err((
+                    Reject::BadRequest,
+                    "send exactly one of code and backup_code".into(),
+                ));
+            }
+        };
+        Ok(LoginStep::SecondFactor {
+            challenge: self.challenge,
+            proof,
+            remember: self.remember_device,
+        })
     }
 }
 
@@ -70,6 +80,7 @@ pub(super) enum LoginStep {
     SecondFactor {
         challenge: String,
         proof: SecondFactorProof,
+        remember: bool,
     },
 }
 
@@ -183,6 +194,8 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .map(user_agent_family),
             proven: false,
+            trusted_device: cookie::read(request.headers(), cookie::TRUSTED_DEVICE)
+                .map(str::to_owned),
         };
         let timeout = self.settings.limits.request_timeout;
         let max = settings.max_body_bytes;
@@ -222,10 +235,10 @@ impl Gateway {
                 self.login(handle, settings, step, client, grant, ctx).await
             }
             (Method::POST, "api/login/second-factor") => {
-                let body: SecondStep = read_json(request, max, timeout).await?;
-                let (challenge, proof) = body.proof()?;
+                let step = read_json::<SecondStep>(request, max, timeout)
+                    .await?
+                    .into_step()?;
                 let grant = Grant::Session { previous: token };
-                let step = LoginStep::SecondFactor { challenge, proof };
                 self.login(handle, settings, step, client, grant, ctx).await
             }
             (Method::POST, "api/token") => {
@@ -420,6 +433,12 @@ impl Gateway {
                     }
                     Err(error) => Err(service_failure(error)),
                 }
+            }
+            (_, path) if path == "api/devices" || path.starts_with("api/devices/") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                let rest = path.trim_start_matches("api/devices").to_owned();
+                let method = request.method().clone();
+                self.devices_api(&method, &rest, principal, ctx).await
             }
             (_, path) if path == "api/second-factor" || path.starts_with("api/second-factor/") => {
                 let principal = self.session_principal(handle, token, ctx).await?;
@@ -677,9 +696,13 @@ impl Gateway {
                     LoginStep::Password(body) => {
                         identity.login(&body.email, &body.password, &client).await?
                     }
-                    LoginStep::SecondFactor { challenge, proof } => {
+                    LoginStep::SecondFactor {
+                        challenge,
+                        proof,
+                        remember,
+                    } => {
                         identity
-                            .login_second_factor(&challenge, &proof, &client)
+                            .login_second_factor(&challenge, &proof, remember, &client)
                             .await?
                     }
                 };
@@ -719,11 +742,14 @@ impl Gateway {
             }
             LoginOutcome::Success(logged_in) => {
                 ctx.user_id = Some(logged_in.account.id.clone());
-                let second_factor = logged_in.second_factor.map(Accepted::method);
+                let second_factor = match logged_in.second_factor {
+                    Some(accepted) => Some(accepted.method()),
+                    None => logged_in.trusted_device.then_some("trusted_device"),
+                };
                 self.emit_details(
                     EventKind::LoginSuccess,
                     ctx,
-                    serde_json::json!({ "session": logged_in.session_id, "rehashed": logged_in.rehashed, "second_factor": second_factor }),
+                    serde_json::json!({ "session": logged_in.session_id, "rehashed": logged_in.rehashed, "second_factor": second_factor, "remembered": logged_in.remember_cookie.is_some() }),
                 )
                 .await;
                 let mut body = serde_json::json!({ "user": account_json(&logged_in.account) });
@@ -753,6 +779,15 @@ impl Gateway {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
                 cookie::append_device(&mut response, settings, logged_in.device_cookie.as_deref());
+                if let Some(remember) = logged_in.remember_cookie.as_deref().and_then(|token| {
+                    cookie::set(
+                        cookie::TRUSTED_DEVICE,
+                        token,
+                        portcullis_identity::TRUSTED_DEVICE_LIFETIME,
+                    )
+                }) {
+                    response.headers_mut().append(header::SET_COOKIE, remember);
+                }
                 Ok(response)
             }
             LoginOutcome::Throttled { retry_after } => {

@@ -38,6 +38,9 @@ pub(crate) fn set(name: &str, token: &str, max_age: Duration) -> Option<HeaderVa
 }
 
 /// Adds the device cookie (`device`, when there is one) to `response`.
+/// The "remember this device" cookie: a login from this browser skips the second factor.
+pub(crate) const TRUSTED_DEVICE: &str = "__Host-portcullis_trusted";
+
 pub(crate) fn append_device(
     response: &mut http::Response<crate::body::Body>,
     settings: &crate::settings::IdentitySettings,

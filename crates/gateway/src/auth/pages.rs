@@ -91,6 +91,7 @@ fn second_factor_page(
          <input type=\"hidden\" name=\"challenge\" value=\"{challenge}\">{HONEYPOT_INPUT}\
          <p><label for=\"code\">Code from your authenticator app, or a backup code</label><br>\
          <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" required autofocus></p>\
+         <p><label><input type=\"checkbox\" name=\"remember\" value=\"on\"> Remember this device for 30 days</label></p>\
          <p><button type=\"submit\">Continue</button></p></form>",
         prefix = escape_html(prefix),
         csrf = escape_html(csrf),
@@ -401,11 +402,11 @@ impl Gateway {
         previous: Option<String>,
         ctx: &mut RequestContext<'_>,
     ) -> Result<Response<Body>, Rejection> {
-        let ([challenge, code, next], csrf) = self
+        let ([challenge, code, next, remember], csrf) = self
             .read_form(
                 request,
                 settings.max_body_bytes,
-                &["challenge", "code", "next"],
+                &["challenge", "code", "next", "remember"],
                 ctx,
             )
             .await?;
@@ -418,6 +419,7 @@ impl Gateway {
         let step = super::api::LoginStep::SecondFactor {
             challenge: challenge.clone(),
             proof,
+            remember: remember == "on",
         };
         let response = self
             .login_page_step(handle, settings, step, client, previous, &next, &csrf, ctx)

@@ -197,6 +197,69 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// `{prefix}/api/devices`: the caller's remembered browsers (`GET`), and forgetting one
+    /// (`DELETE .../{id}`).
+    pub(super) async fn devices_api(
+        &self,
+        method: &Method,
+        rest: &str,
+        principal: Principal,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        let Some(handle) = &self.identity else {
+            return Err((Reject::NoRoute, String::new()));
+        };
+        match (method, rest.strip_prefix('/')) {
+            (&Method::GET, None) => {
+                let devices = handle
+                    .run(move |identity| async move { identity.trusted_devices(&principal).await })
+                    .await
+                    .map_err(failure)?;
+                let list: Vec<serde_json::Value> = devices
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "id": d.id,
+                            "created_at": d.created_at,
+                            "expires_at": d.expires_at,
+                            "last_used_at": d.last_used_at,
+                            "user_agent": d.user_agent,
+                            "ip": d.client_ip,
+                        })
+                    })
+                    .collect();
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "devices": list }),
+                ))
+            }
+            (&Method::DELETE, Some(id)) if !id.is_empty() => {
+                let id = id.to_owned();
+                let outcome = handle
+                    .run(move |identity| async move {
+                        identity.revoke_trusted_device(&principal, &id).await
+                    })
+                    .await;
+                match outcome {
+                    Ok(()) => {
+                        self.emit_details(
+                            EventKind::SessionRevoked,
+                            ctx,
+                            serde_json::json!({ "reason": "trusted_device_forgotten" }),
+                        )
+                        .await;
+                        Ok(super::api::no_content())
+                    }
+                    Err(IdentityError::NotFound) => Err((Reject::NoRoute, "no such device".into())),
+                    Err(error) => Err(failure(error)),
+                }
+            }
+            _ => Err((Reject::NoRoute, String::new())),
+        }
+    }
+}
+
 fn wrong_code(ctx: &RequestContext<'_>) -> Response<Body> {
     respond::api_error(
         StatusCode::UNAUTHORIZED,

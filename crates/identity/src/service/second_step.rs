@@ -4,9 +4,16 @@
 //! session. Its attempts go through the same brute-force defence as passwords, so a stolen
 //! password does not buy unlimited guesses at the code.
 
+use std::time::Duration;
+
+use portcullis_store::TrustedDeviceRow;
+
 use crate::second_factor::{Accepted, Proof, SecondFactors, TotpSetup};
 use crate::throttle::Gate;
-use crate::token::token_hash;
+use crate::token::{random_id, random_token, token_hash};
+
+/// How long "remember this device" lasts.
+pub const TRUSTED_DEVICE_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
 use super::{
     Account, ClientInfo, FailureReason, Identity, IdentityError, LoggedIn, LoginOutcome, Principal,
@@ -33,10 +40,12 @@ impl Identity {
     }
 
     /// The second step of a login: the challenge the password step gave and a second factor.
+    /// With `remember`, the browser is remembered for [`TRUSTED_DEVICE_LIFETIME`].
     pub async fn login_second_factor(
         &self,
         challenge: &str,
         proof: &Proof,
+        remember: bool,
         client: &ClientInfo,
     ) -> Result<LoginOutcome, IdentityError> {
         let factors = self.factors()?;
@@ -110,6 +119,11 @@ impl Identity {
         if let Accepted::BackupCode { remaining } = accepted {
             self.notify_backup_code_used(&account, remaining);
         }
+        let remember_cookie = if remember {
+            Some(self.remember_device(&account.id, client, now).await?)
+        } else {
+            None
+        };
         Ok(LoginOutcome::Success(Box::new(LoggedIn {
             account,
             token,
@@ -118,7 +132,82 @@ impl Identity {
             rehashed: false,
             device_cookie,
             second_factor: Some(accepted),
+            trusted_device: false,
+            remember_cookie,
         })))
+    }
+
+    /// Remembers this browser for the account; returns the cookie's token.
+    async fn remember_device(
+        &self,
+        account_id: &str,
+        client: &ClientInfo,
+        now: i64,
+    ) -> Result<String, IdentityError> {
+        let token = random_token();
+        let row = TrustedDeviceRow {
+            id: random_id(),
+            token_hash: token_hash(&token),
+            account_id: account_id.to_owned(),
+            created_at: now,
+            expires_at: now.saturating_add(millis(TRUSTED_DEVICE_LIFETIME)),
+            last_used_at: now,
+            user_agent: client.user_agent.clone(),
+            client_ip: Some(client.ip.to_string()),
+        };
+        self.store.insert_trusted_device(&row).await?;
+        Ok(token)
+    }
+
+    /// When the second factor was proved that made the browser of `client` trusted by
+    /// `account`: `None` without a valid cookie for this account and this browser family.
+    pub(super) async fn trusted_device(
+        &self,
+        account: &Account,
+        client: &ClientInfo,
+    ) -> Result<Option<i64>, IdentityError> {
+        let Some(cookie) = client.trusted_device.as_deref().filter(|c| c.len() == 43) else {
+            return Ok(None);
+        };
+        let Some(device) = self
+            .store
+            .use_trusted_device(&token_hash(cookie), self.now_ms())
+            .await?
+        else {
+            return Ok(None);
+        };
+        // Bound to the account and to the browser it was remembered in: a cookie copied into
+        // another browser family does not skip the second factor.
+        let same_browser = device.user_agent.is_none() || device.user_agent == client.user_agent;
+        Ok((device.account_id == account.id && same_browser).then_some(device.created_at))
+    }
+
+    /// The caller's remembered browsers, newest first.
+    pub async fn trusted_devices(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<TrustedDeviceRow>, IdentityError> {
+        Ok(self
+            .store
+            .trusted_devices(&principal.account.id, self.now_ms())
+            .await?)
+    }
+
+    /// Forgets one of the caller's remembered browsers.
+    pub async fn revoke_trusted_device(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<(), IdentityError> {
+        if self
+            .store
+            .delete_trusted_device(&principal.account.id, id)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(IdentityError::NotFound)
+        }
     }
 
     /// Step-up: a second factor proved again within a session, for sensitive actions.

@@ -474,3 +474,131 @@ fn in_production_admins_enrol_before_admin_routes() {
     assert_eq!(get(addr, "/admin/users", &[&session]).status, 200);
     assert_eq!(get(addr, "/billing/cards", &[&session]).status, 200);
 }
+
+/// "Remember this device": a browser that passed the second factor with it skips the second
+/// step for 30 days, in that browser only; remembered browsers are listed and forgotten one by
+/// one, and all of them on a password change.
+#[test]
+fn remembered_browsers_skip_the_second_step_until_the_password_changes() {
+    const FIREFOX: &str =
+        "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+    const CHROME: &str = "User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let addr = gateway.addr;
+    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
+    assert_eq!(
+        send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
+        202
+    );
+    let session = session_of(&password_step(addr));
+    let setup = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp",
+        "",
+        &[ORIGIN, &session],
+    );
+    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
+    let confirm = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp/confirm",
+        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
+        &[ORIGIN, &session],
+    );
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let backup = json(&confirm)["backup_codes"][0]
+        .as_str()
+        .expect("a backup code")
+        .to_owned();
+
+    let login = |password: &str, headers: &[&str]| {
+        let body = format!(r#"{{"email":"{EMAIL}","password":"{password}"}}"#);
+        let mut all = vec![ORIGIN];
+        all.extend_from_slice(headers);
+        send_json(addr, "POST", "/auth/api/login", &body, &all)
+    };
+    // `proof`: `"code":"..."` or `"backup_code":"..."`.
+    let remember = |proof: &str| {
+        let reply = login(PASSWORD, &[FIREFOX]);
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        let challenge = json(&reply)["error"]["challenge"]
+            .as_str()
+            .expect("challenge")
+            .to_owned();
+        let body = format!(r#"{{"challenge":"{challenge}",{proof},"remember_device":true}}"#);
+        let reply = send_json(
+            addr,
+            "POST",
+            "/auth/api/login/second-factor",
+            &body,
+            &[ORIGIN, FIREFOX],
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let cookie = reply
+            .headers
+            .iter()
+            .find_map(|(name, value)| {
+                let value = value.strip_prefix("__Host-portcullis_trusted=")?;
+                name.eq_ignore_ascii_case("set-cookie")
+                    .then(|| value.split(';').next().unwrap_or("").to_owned())
+            })
+            .expect("a trusted-device cookie");
+        (
+            format!("Cookie: __Host-portcullis_trusted={cookie}"),
+            session_of(&reply),
+        )
+    };
+    let (trusted, session) = remember(&format!(r#""code":"{}""#, code(&secret, 30)));
+    // The remembered browser logs in with its password alone; another browser family, or
+    // another browser without the cookie, still gets the second step.
+    let again = login(PASSWORD, &[FIREFOX, &trusted]);
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(login(PASSWORD, &[CHROME, &trusted]).status, 403);
+    assert_eq!(login(PASSWORD, &[FIREFOX]).status, 403);
+
+    // Listed beside the sessions, and forgotten one by one.
+    let devices = get(addr, "/auth/api/devices", &[&session]);
+    assert_eq!(devices.status, 200, "{}", devices.body);
+    let listed = json(&devices)["devices"]
+        .as_array()
+        .expect("devices")
+        .clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        listed[0]["user_agent"]
+            .as_str()
+            .is_some_and(|ua| ua.contains("Firefox"))
+    );
+    let id = listed[0]["id"].as_str().expect("id");
+    let forgotten = send_json(
+        addr,
+        "DELETE",
+        &format!("/auth/api/devices/{id}"),
+        "",
+        &[ORIGIN, &session],
+    );
+    assert_eq!(forgotten.status, 204, "{}", forgotten.body);
+    assert_eq!(login(PASSWORD, &[FIREFOX, &trusted]).status, 403);
+
+    // A password change forgets every remembered browser.
+    // The TOTP steps around now are used up: a backup code this time.
+    let (trusted, session) = remember(&format!(r#""backup_code":"{backup}""#));
+    assert_eq!(login(PASSWORD, &[FIREFOX, &trusted]).status, 200);
+    let new_password = "quietly orbiting velvet tractors";
+    let change = send_json(
+        addr,
+        "POST",
+        "/auth/api/password",
+        &format!(r#"{{"current_password":"{PASSWORD}","new_password":"{new_password}"}}"#),
+        &[ORIGIN, &session],
+    );
+    assert!(change.status < 300, "{}", change.body);
+    assert_eq!(login(new_password, &[FIREFOX, &trusted]).status, 403);
+}
