@@ -11,6 +11,7 @@
 pub mod api_keys;
 pub mod email;
 pub mod mail;
+pub mod passkeys;
 pub mod password;
 pub mod seal;
 pub mod second_factor;

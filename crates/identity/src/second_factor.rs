@@ -43,12 +43,19 @@ pub struct TotpSetup {
 }
 
 /// What the user offers as a second factor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Proof {
     /// A 6-digit code from the authenticator app.
     Totp(String),
     /// One of the backup codes.
     BackupCode(String),
+    /// A passkey's answer to the challenge of ceremony `ceremony`.
+    Passkey {
+        /// The ceremony the challenge came from.
+        ceremony: String,
+        /// The browser's `PublicKeyCredential`.
+        answer: Box<webauthn_rs::prelude::PublicKeyCredential>,
+    },
 }
 
 /// A second factor that was accepted.
@@ -56,6 +63,8 @@ pub enum Proof {
 pub enum Accepted {
     /// A TOTP code.
     Totp,
+    /// A passkey.
+    Passkey,
     /// A backup code; this many remain.
     BackupCode {
         /// Unused codes left.
@@ -68,6 +77,7 @@ impl Accepted {
     pub fn method(self) -> &'static str {
         match self {
             Self::Totp => "totp",
+            Self::Passkey => "passkey",
             Self::BackupCode { .. } => "backup_code",
         }
     }
@@ -91,6 +101,9 @@ pub enum SecondFactorError {
     /// Sealing or building the credential failed.
     #[error("TOTP: {0}")]
     Totp(String),
+    /// A passkey ceremony failed.
+    #[error(transparent)]
+    Passkey(#[from] crate::passkeys::PasskeyError),
 }
 
 impl From<SealError> for SecondFactorError {
@@ -107,6 +120,7 @@ pub struct SecondFactors {
     backup_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
     issuer: Arc<str>,
     clock: Arc<dyn Clock>,
+    passkeys: Option<crate::passkeys::Passkeys>,
 }
 
 impl std::fmt::Debug for SecondFactors {
@@ -130,7 +144,20 @@ impl SecondFactors {
             ))),
             issuer: Arc::from(issuer.replace(':', " ")),
             clock,
+            passkeys: None,
         }
+    }
+
+    /// The same second factors, with passkeys.
+    #[must_use]
+    pub fn with_passkeys(mut self, passkeys: crate::passkeys::Passkeys) -> Self {
+        self.passkeys = Some(passkeys);
+        self
+    }
+
+    /// The passkeys, when on.
+    pub fn passkeys(&self) -> Option<&crate::passkeys::Passkeys> {
+        self.passkeys.as_ref()
     }
 
     fn now_ms(&self) -> i64 {
@@ -162,11 +189,19 @@ impl SecondFactors {
 
     /// Whether the account has a confirmed second factor.
     pub async fn enrolled(&self, account_id: &str) -> Result<bool, SecondFactorError> {
-        Ok(self
+        let totp = self
             .store
             .totp(account_id)
             .await?
-            .is_some_and(|t| t.confirmed_at.is_some()))
+            .is_some_and(|t| t.confirmed_at.is_some());
+        Ok(totp || self.has_passkey(account_id).await?)
+    }
+
+    async fn has_passkey(&self, account_id: &str) -> Result<bool, SecondFactorError> {
+        match &self.passkeys {
+            Some(passkeys) => Ok(passkeys.any(account_id).await?),
+            None => Ok(false),
+        }
     }
 
     /// Starts (or restarts) a TOTP setup: a new secret, pending until confirmed.
@@ -270,6 +305,22 @@ impl SecondFactors {
                     .use_totp_step(account_id, step)
                     .await?
                     .then_some(Accepted::Totp))
+            }
+            Proof::Passkey { ceremony, answer } => {
+                let Some(passkeys) = &self.passkeys else {
+                    return Ok(None);
+                };
+                match passkeys
+                    .finish_authentication(account_id, ceremony, answer)
+                    .await
+                {
+                    Ok(()) => Ok(Some(Accepted::Passkey)),
+                    Err(crate::passkeys::PasskeyError::Store(error)) => Err(error.into()),
+                    Err(error) => {
+                        tracing::info!(%error, "passkey refused as a second factor");
+                        Ok(None)
+                    }
+                }
             }
             Proof::BackupCode(code) => {
                 let hash = self.backup_hash(code);

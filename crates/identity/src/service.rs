@@ -223,6 +223,8 @@ pub enum LoginOutcome {
         account_id: String,
         /// Short-lived and single use; for `Identity::login_second_factor`.
         challenge: String,
+        /// A WebAuthn challenge for the account's passkeys, when it has some.
+        passkey: Option<crate::passkeys::Ceremony>,
     },
     /// Refused before the password was checked: the account is under attack from many
     /// addresses, and this browser must prove control of the mailbox first.
@@ -963,9 +965,17 @@ impl Identity {
                         SECOND_STEP_LIFETIME,
                     )
                     .await?;
+                let passkey = match factors.passkeys() {
+                    Some(passkeys) => passkeys
+                        .start_authentication(&account.id)
+                        .await
+                        .map_err(crate::second_factor::SecondFactorError::from)?,
+                    None => None,
+                };
                 return Ok(LoginOutcome::SecondFactorRequired {
                     account_id: account.id,
                     challenge,
+                    passkey,
                 });
             }
         }

@@ -426,6 +426,8 @@ pub(crate) struct IdentityBuild {
     pub(crate) tokens: portcullis_identity::tokens::TokenConfig,
     pub(crate) api_keys: portcullis_identity::api_keys::ApiKeyConfig,
     pub(crate) totp_issuer: String,
+    /// Where browsers reach the gateway: the WebAuthn origin, its host the relying party id.
+    pub(crate) public_url: String,
 }
 
 /// Reads `file` (if any), the environment and the flags, and resolves them.
@@ -940,6 +942,7 @@ fn resolve_identity(
         bail!("identity.totp_issuer: 1 to 64 characters, without \":\"");
     }
     let build = IdentityBuild {
+        public_url: public_url.clone(),
         totp_issuer,
         api_keys,
         tokens,

@@ -379,6 +379,32 @@ pub(crate) fn api_key_service(
     ))
 }
 
+/// Passkeys for the relying party at `identity.public_url` (its host is the RP id).
+fn passkey_service(
+    config: &Config,
+    store: Store,
+    rp_name: &str,
+) -> anyhow::Result<portcullis_identity::passkeys::Passkeys> {
+    let public_url = config
+        .identity
+        .as_ref()
+        .map(|build| build.public_url.clone())
+        .ok_or_else(|| anyhow::anyhow!("[identity] is disabled in this configuration"))?;
+    let host = public_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        .ok_or_else(|| anyhow::anyhow!("identity.public_url {public_url:?} has no host"))?;
+    portcullis_identity::passkeys::Passkeys::new(
+        store,
+        &host,
+        &public_url,
+        rp_name,
+        Arc::new(SystemClock),
+    )
+    .context("setting up passkeys for identity.public_url")
+}
+
 /// The mailer and the base of the links it sends.
 pub(crate) fn mail_links(config: &Config) -> anyhow::Result<portcullis_identity::MailLinks> {
     let mail = &config.effective.mail;
@@ -517,6 +543,17 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 issuer,
                 Arc::new(SystemClock),
             );
+            // WebAuthn needs a domain: browsers refuse passkeys on a bare IP address.
+            let factors = match passkey_service(&config, store.clone(), issuer) {
+                Ok(passkeys) => factors.with_passkeys(passkeys),
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "passkeys are off: identity.public_url needs a domain name (localhost will do)"
+                    );
+                    factors
+                }
+            };
             // Revocations made elsewhere (another instance, `portcullis apikey revoke`) reach
             // this instance's cache within a second; last uses are written in batches.
             keys.watch(Duration::from_millis(250), Duration::from_secs(5));

@@ -208,6 +208,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "trusted_devices",
         include_str!("../migrations/sqlite/0008_trusted_devices.sql"),
     ),
+    (
+        9,
+        "passkeys",
+        include_str!("../migrations/sqlite/0009_passkeys.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -249,6 +254,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "trusted_devices",
         include_str!("../migrations/postgres/0008_trusted_devices.sql"),
+    ),
+    (
+        9,
+        "passkeys",
+        include_str!("../migrations/postgres/0009_passkeys.sql"),
     ),
 ];
 

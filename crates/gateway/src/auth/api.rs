@@ -47,20 +47,35 @@ pub(super) struct SecondStep {
     pub(super) code: Option<String>,
     #[serde(default)]
     pub(super) backup_code: Option<String>,
+    #[serde(default)]
+    pub(super) passkey: Option<PasskeyAnswer>,
     /// Remember this browser: its next logins skip the second factor for 30 days.
     #[serde(default)]
     pub(super) remember_device: bool,
 }
 
+/// A passkey's answer: the ceremony whose challenge it signed, and the browser's
+/// `PublicKeyCredential` as JSON.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasskeyAnswer {
+    pub(super) ceremony: String,
+    pub(super) credential: Box<portcullis_identity::passkeys::PublicKeyCredential>,
+}
+
 impl SecondStep {
     pub(super) fn into_step(self) -> Result<LoginStep, Rejection> {
-        let proof = match (self.code, self.backup_code) {
-            (Some(code), None) => SecondFactorProof::Totp(code),
-            (None, Some(code)) => SecondFactorProof::BackupCode(code),
+        let proof = match (self.code, self.backup_code, self.passkey) {
+            (Some(code), None, None) => SecondFactorProof::Totp(code),
+            (None, Some(code), None) => SecondFactorProof::BackupCode(code),
+            (None, None, Some(answer)) => SecondFactorProof::Passkey {
+                ceremony: answer.ceremony,
+                answer: answer.credential,
+            },
             _ => {
                 return Err((
                     Reject::BadRequest,
-                    "send exactly one of code and backup_code".into(),
+                    "send exactly one of code, backup_code and passkey".into(),
                 ));
             }
         };
@@ -82,6 +97,8 @@ pub(super) enum LoginStep {
         proof: SecondFactorProof,
         remember: bool,
     },
+    /// A passwordless login: a discoverable passkey's answer.
+    Passkey(PasskeyAnswer),
 }
 
 /// A solved challenge: the challenge as given, and the nonce found.
@@ -232,6 +249,22 @@ impl Gateway {
                 }
                 let grant = Grant::Session { previous: token };
                 let step = LoginStep::Password(body);
+                self.login(handle, settings, step, client, grant, ctx).await
+            }
+            (Method::POST, "api/login/passkey/start") => {
+                let ceremony = handle
+                    .run(|identity| async move { identity.start_passkey_login().await })
+                    .await
+                    .map_err(service_failure)?;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "ceremony": ceremony.id, "options": ceremony.options }),
+                ))
+            }
+            (Method::POST, "api/login/passkey") => {
+                let answer: PasskeyAnswer = read_json(request, max, timeout).await?;
+                let grant = Grant::Session { previous: token };
+                let step = LoginStep::Passkey(answer);
                 self.login(handle, settings, step, client, grant, ctx).await
             }
             (Method::POST, "api/login/second-factor") => {
@@ -686,7 +719,7 @@ impl Gateway {
     ) -> Result<Response<Body>, Rejection> {
         let masked_email = match &step {
             LoginStep::Password(body) => mask_pii(&body.email),
-            LoginStep::SecondFactor { .. } => String::new(),
+            LoginStep::SecondFactor { .. } | LoginStep::Passkey(_) => String::new(),
         };
         let wants_tokens = matches!(grant, Grant::Tokens);
         let agent = client.user_agent.clone().unwrap_or_default();
@@ -703,6 +736,11 @@ impl Gateway {
                     } => {
                         identity
                             .login_second_factor(&challenge, &proof, remember, &client)
+                            .await?
+                    }
+                    LoginStep::Passkey(answer) => {
+                        identity
+                            .login_passkey(&answer.ceremony, &answer.credential, &client)
                             .await?
                     }
                 };
@@ -815,7 +853,13 @@ impl Gateway {
             LoginOutcome::SecondFactorRequired {
                 account_id,
                 challenge,
+                passkey,
             } => {
+                let mut methods = vec!["totp", "backup_code"];
+                let passkey = passkey.map(|ceremony| {
+                    methods.push("passkey");
+                    serde_json::json!({ "ceremony": ceremony.id, "options": ceremony.options })
+                });
                 ctx.user_id = Some(account_id);
                 self.emit_details(
                     EventKind::SecondFactorRequired,
@@ -830,7 +874,8 @@ impl Gateway {
                         "message": "Enter the code from your authenticator app, or a backup code",
                         "request_id": ctx.id.as_str(),
                         "challenge": challenge,
-                        "methods": ["totp", "backup_code"],
+                        "methods": methods,
+                        "passkey": passkey,
                         "expires_in": 300,
                     }}),
                 ))

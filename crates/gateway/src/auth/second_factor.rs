@@ -7,6 +7,7 @@ use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use portcullis_core::{EventKind, Reject};
+use portcullis_identity::passkeys::PasskeyError;
 use portcullis_identity::second_factor::{Accepted, Proof, SecondFactorError, qr_png, qr_svg};
 use portcullis_identity::{IdentityError, Principal};
 use serde::Deserialize;
@@ -14,6 +15,16 @@ use serde::Deserialize;
 use crate::body::Body;
 use crate::respond;
 use crate::stack::{Gateway, Rejection, RequestContext};
+
+/// A new passkey: the registration ceremony, a name, and the browser's answer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPasskey {
+    ceremony: String,
+    #[serde(default)]
+    name: String,
+    credential: Box<portcullis_identity::passkeys::RegisterPublicKeyCredential>,
+}
 
 /// A TOTP code, or a backup code.
 #[derive(Deserialize)]
@@ -161,6 +172,74 @@ impl Gateway {
                     }
                 }
             }
+            (Method::POST, "/passkeys/start") => {
+                let ceremony = handle
+                    .run(move |identity| async move {
+                        identity.start_passkey_registration(&principal).await
+                    })
+                    .await
+                    .map_err(failure)?;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "ceremony": ceremony.id, "options": ceremony.options }),
+                ))
+            }
+            (Method::POST, "/passkeys") => {
+                let body: NewPasskey = super::api::read_json(request, max, timeout).await?;
+                let added = handle
+                    .run(move |identity| async move {
+                        identity
+                            .finish_passkey_registration(
+                                &principal,
+                                &body.ceremony,
+                                &body.name,
+                                &body.credential,
+                            )
+                            .await
+                    })
+                    .await
+                    .map_err(failure)?;
+                self.emit_details(
+                    EventKind::SecondFactorEnabled,
+                    ctx,
+                    serde_json::json!({ "method": "passkey", "passkey": added.id }),
+                )
+                .await;
+                Ok(respond::json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({ "passkey": added }),
+                ))
+            }
+            (Method::GET, "/passkeys") => {
+                let listed = handle
+                    .run(move |identity| async move { identity.list_passkeys(&principal).await })
+                    .await
+                    .map_err(failure)?;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "passkeys": listed }),
+                ))
+            }
+            (Method::DELETE, path) if path.starts_with("/passkeys/") => {
+                let id = path.trim_start_matches("/passkeys/").to_owned();
+                let removed =
+                    handle
+                        .run(move |identity| async move {
+                            identity.remove_passkey(&principal, &id).await
+                        })
+                        .await
+                        .map_err(failure)?;
+                if !removed {
+                    return Err((Reject::NoRoute, "no such passkey".into()));
+                }
+                self.emit_details(
+                    EventKind::SecondFactorDisabled,
+                    ctx,
+                    serde_json::json!({ "method": "passkey" }),
+                )
+                .await;
+                Ok(super::api::no_content())
+            }
             (Method::POST, "/backup-codes") => {
                 let codes = handle
                     .run(move |identity| async move {
@@ -281,6 +360,9 @@ fn failure(error: IdentityError) -> Rejection {
         IdentityError::SecondFactor(
             error @ (SecondFactorError::AlreadyEnrolled | SecondFactorError::NotPending),
         ) => (Reject::Conflict, error.to_string()),
+        IdentityError::SecondFactor(SecondFactorError::Passkey(
+            error @ (PasskeyError::NoCeremony | PasskeyError::Refused(_)),
+        )) => (Reject::BadRequest, error.to_string()),
         other => super::api::service_failure(other),
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use portcullis_store::TrustedDeviceRow;
 
-use crate::second_factor::{Accepted, Proof, SecondFactors, TotpSetup};
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use crate::passkeys::{Ceremony, PasskeyError, PasskeyInfo, Passkeys};
+use crate::second_factor::{Accepted, Proof, SecondFactorError, SecondFactors, TotpSetup};
 use crate::throttle::Gate;
 use crate::token::{random_id, random_token, token_hash};
 
@@ -317,6 +320,132 @@ impl Identity {
             factors.enrolled(id).await?,
             factors.backup_codes_left(id).await?,
         ))
+    }
+
+    fn passkeys(&self) -> Result<&Passkeys, IdentityError> {
+        self.factors()?
+            .passkeys()
+            .ok_or_else(|| IdentityError::Internal("passkeys are off".into()))
+    }
+
+    /// Starts registering a passkey for the caller.
+    pub async fn start_passkey_registration(
+        &self,
+        principal: &Principal,
+    ) -> Result<Ceremony, IdentityError> {
+        let account = &principal.account;
+        Ok(self
+            .passkeys()?
+            .start_registration(&account.id, &account.email, &account.display_name)
+            .await
+            .map_err(SecondFactorError::from)?)
+    }
+
+    /// Finishes registering a passkey; the session counts as having proved a second factor.
+    pub async fn finish_passkey_registration(
+        &self,
+        principal: &Principal,
+        ceremony: &str,
+        name: &str,
+        answer: &RegisterPublicKeyCredential,
+    ) -> Result<PasskeyInfo, IdentityError> {
+        let info = self
+            .passkeys()?
+            .finish_registration(&principal.account.id, ceremony, name, answer)
+            .await
+            .map_err(SecondFactorError::from)?;
+        self.store
+            .set_session_second_factor(&principal.session_id, self.now_ms())
+            .await?;
+        self.sessions.forget_session(&principal.session_id);
+        Ok(info)
+    }
+
+    /// The caller's passkeys.
+    pub async fn list_passkeys(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PasskeyInfo>, IdentityError> {
+        Ok(self
+            .passkeys()?
+            .list(&principal.account.id)
+            .await
+            .map_err(SecondFactorError::from)?)
+    }
+
+    /// Removes one of the caller's passkeys; needs a step-up within the window.
+    pub async fn remove_passkey(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<bool, IdentityError> {
+        if !self.stepped_up(principal) {
+            return Err(IdentityError::StepUpRequired);
+        }
+        Ok(self
+            .passkeys()?
+            .remove(&principal.account.id, id)
+            .await
+            .map_err(SecondFactorError::from)?)
+    }
+
+    /// Starts a passwordless login with a discoverable passkey.
+    pub async fn start_passkey_login(&self) -> Result<Ceremony, IdentityError> {
+        Ok(self
+            .passkeys()?
+            .start_discoverable()
+            .await
+            .map_err(SecondFactorError::from)?)
+    }
+
+    /// Finishes a passwordless login: a passkey, verified by its user, is a login with a second
+    /// factor on its own.
+    pub async fn login_passkey(
+        &self,
+        ceremony: &str,
+        answer: &PublicKeyCredential,
+        client: &ClientInfo,
+    ) -> Result<LoginOutcome, IdentityError> {
+        let refused = |account_id| LoginOutcome::Failure {
+            reason: FailureReason::WrongSecondFactor,
+            account_id,
+        };
+        let account_id = match self.passkeys()?.finish_discoverable(ceremony, answer).await {
+            Ok(account_id) => account_id,
+            Err(PasskeyError::Store(error)) => return Err(error.into()),
+            Err(error) => {
+                tracing::info!(%error, "passwordless passkey login refused");
+                return Ok(refused(None));
+            }
+        };
+        let Some(row) = self.store.account_by_id(&account_id).await? else {
+            return Ok(refused(None));
+        };
+        let account = Account::from(&row);
+        if account.status != crate::AccountStatus::Active {
+            return Ok(LoginOutcome::Failure {
+                reason: FailureReason::Inactive(account.status),
+                account_id: Some(account.id),
+            });
+        }
+        let now = self.now_ms();
+        let (token, session_id, evicted) =
+            self.open_session(&account.id, client, Some(now)).await?;
+        let device_cookie = self
+            .throttle
+            .as_ref()
+            .map(|t| t.device_cookie(&account.email, self.clock.now().unix_timestamp()));
+        Ok(LoginOutcome::Success(Box::new(LoggedIn {
+            account,
+            token,
+            session_id,
+            evicted,
+            rehashed: false,
+            device_cookie,
+            second_factor: Some(Accepted::Passkey),
+            trusted_device: false,
+            remember_cookie: None,
+        })))
     }
 
     /// Tells the owner a backup code was used, and how many are left.

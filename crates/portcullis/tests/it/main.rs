@@ -20,6 +20,7 @@ mod identity;
 mod ids;
 mod ip_decisions;
 mod mail;
+mod passkeys;
 mod proxy;
 mod rate_limit;
 mod second_factor;
