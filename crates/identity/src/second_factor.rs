@@ -229,19 +229,34 @@ impl SecondFactors {
         })
     }
 
+    /// The account's TOTP credential: the confirmed one, or the pending setup.
+    async fn credential(
+        &self,
+        account_id: &str,
+        email: &str,
+        confirmed: bool,
+    ) -> Result<Option<Totp>, SecondFactorError> {
+        let Some(row) = self
+            .store
+            .totp(account_id)
+            .await?
+            .filter(|t| t.confirmed_at.is_some() == confirmed)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.totp(self.open(account_id, &row.secret)?, email)?))
+    }
+
     /// The `otpauth://` URI of the pending setup (for its QR code).
     pub async fn pending_uri(
         &self,
         account_id: &str,
         email: &str,
     ) -> Result<String, SecondFactorError> {
-        let row = self
-            .store
-            .totp(account_id)
+        let totp = self
+            .credential(account_id, email, false)
             .await?
-            .filter(|t| t.confirmed_at.is_none())
             .ok_or(SecondFactorError::NotPending)?;
-        let totp = self.totp(self.open(account_id, &row.secret)?, email)?;
         totp.to_url()
             .map_err(|e| SecondFactorError::Totp(e.to_string()))
     }
@@ -254,13 +269,10 @@ impl SecondFactors {
         email: &str,
         code: &str,
     ) -> Result<Option<Vec<String>>, SecondFactorError> {
-        let row = self
-            .store
-            .totp(account_id)
+        let totp = self
+            .credential(account_id, email, false)
             .await?
-            .filter(|t| t.confirmed_at.is_none())
             .ok_or(SecondFactorError::NotPending)?;
-        let totp = self.totp(self.open(account_id, &row.secret)?, email)?;
         let Some(step) = totp.check(code.trim(), self.now_unix()) else {
             return Ok(None);
         };
@@ -287,15 +299,9 @@ impl SecondFactors {
     ) -> Result<Option<Accepted>, SecondFactorError> {
         match proof {
             Proof::Totp(code) => {
-                let Some(row) = self
-                    .store
-                    .totp(account_id)
-                    .await?
-                    .filter(|t| t.confirmed_at.is_some())
-                else {
+                let Some(totp) = self.credential(account_id, email, true).await? else {
                     return Ok(None);
                 };
-                let totp = self.totp(self.open(account_id, &row.secret)?, email)?;
                 let Some(step) = totp.check(code.trim(), self.now_unix()) else {
                     return Ok(None);
                 };

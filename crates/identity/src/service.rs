@@ -867,43 +867,24 @@ impl Identity {
             Ok(email) => email.as_str().to_owned(),
             Err(_) => email.trim().to_lowercase().chars().take(254).collect(),
         };
-        let settle = match &self.throttle {
-            Some(throttle) => {
-                let now = self.clock.now().unix_timestamp();
-                match throttle
-                    .admit(
-                        &key,
-                        client.ip,
-                        client.device.as_deref(),
-                        client.proven,
-                        now,
-                    )
-                    .await?
-                {
-                    Gate::Open(keys) => Some((throttle, keys)),
-                    Gate::Throttled(retry_after) => {
-                        return Ok(LoginOutcome::Throttled { retry_after });
-                    }
-                    Gate::ProofRequired => {
-                        let account_id = match &parsed {
-                            Ok(email) => self
-                                .store
-                                .account_by_email(email.as_str())
-                                .await?
-                                .map(|r| r.id),
-                            Err(_) => None,
-                        };
-                        return Ok(LoginOutcome::ProofRequired { account_id });
-                    }
-                }
+        let keys = match self.gate(&key, client).await? {
+            Gate::Open(keys) => keys,
+            Gate::Throttled(retry_after) => return Ok(LoginOutcome::Throttled { retry_after }),
+            Gate::ProofRequired => {
+                let account_id = match &parsed {
+                    Ok(email) => self
+                        .store
+                        .account_by_email(email.as_str())
+                        .await?
+                        .map(|r| r.id),
+                    Err(_) => None,
+                };
+                return Ok(LoginOutcome::ProofRequired { account_id });
             }
-            None => None,
         };
         let outcome = self.check_password(parsed.ok(), password, client).await?;
-        if let Some((throttle, keys)) = settle {
-            let success = matches!(outcome, LoginOutcome::Success(_));
-            throttle.settle(&keys, success).await?;
-        }
+        self.settle(&keys, matches!(outcome, LoginOutcome::Success(_)))
+            .await?;
         Ok(outcome)
     }
 
@@ -979,6 +960,42 @@ impl Identity {
                 });
             }
         }
+        let mut logged_in = self
+            .finish_login(account, client, second_factor_at, None)
+            .await?;
+        logged_in.rehashed = rehash;
+        Ok(LoginOutcome::Success(Box::new(logged_in)))
+    }
+
+    /// The brute-force gate for an attempt on `key` (an e-mail address): open (with the keys
+    /// to settle once the attempt is judged), or refused. Always open without a throttle.
+    async fn gate(&self, key: &str, client: &ClientInfo) -> Result<Gate, IdentityError> {
+        let Some(throttle) = &self.throttle else {
+            return Ok(Gate::Open(Vec::new()));
+        };
+        let now = self.clock.now().unix_timestamp();
+        Ok(throttle
+            .admit(key, client.ip, client.device.as_deref(), client.proven, now)
+            .await?)
+    }
+
+    /// Settles the gate's keys: a success takes the attempt back, a failure leaves it counted.
+    async fn settle(&self, keys: &[String], success: bool) -> Result<(), IdentityError> {
+        if let Some(throttle) = &self.throttle {
+            throttle.settle(keys, success).await?;
+        }
+        Ok(())
+    }
+
+    /// The end of every successful login: a new session (with the time a second factor was
+    /// proved, if one was) and a fresh device cookie.
+    async fn finish_login(
+        &self,
+        account: Account,
+        client: &ClientInfo,
+        second_factor_at: Option<i64>,
+        second_factor: Option<crate::second_factor::Accepted>,
+    ) -> Result<LoggedIn, IdentityError> {
         let (token, session_id, evicted) = self
             .open_session(&account.id, client, second_factor_at)
             .await?;
@@ -986,17 +1003,17 @@ impl Identity {
             .throttle
             .as_ref()
             .map(|t| t.device_cookie(&account.email, self.clock.now().unix_timestamp()));
-        Ok(LoginOutcome::Success(Box::new(LoggedIn {
+        Ok(LoggedIn {
             account,
             token,
             session_id,
             evicted,
-            rehashed: rehash,
+            rehashed: false,
             device_cookie,
-            second_factor: None,
-            trusted_device: second_factor_at.is_some(),
+            second_factor,
+            trusted_device: second_factor.is_none() && second_factor_at.is_some(),
             remember_cookie: None,
-        })))
+        })
     }
 
     /// A new session for `account_id`; returns its token, its id and how many were evicted.

@@ -19,7 +19,7 @@ use crate::token::{random_id, random_token, token_hash};
 pub const TRUSTED_DEVICE_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
 use super::{
-    Account, ClientInfo, FailureReason, Identity, IdentityError, LoggedIn, LoginOutcome, Principal,
+    Account, ClientInfo, FailureReason, Identity, IdentityError, LoginOutcome, Principal,
     TokenPurpose, millis,
 };
 
@@ -69,31 +69,14 @@ impl Identity {
             return Ok(wrong(None));
         };
         let account = Account::from(&row);
-        let settle = match &self.throttle {
-            Some(throttle) => {
-                let now = self.clock.now().unix_timestamp();
-                match throttle
-                    .admit(
-                        &account.email,
-                        client.ip,
-                        client.device.as_deref(),
-                        client.proven,
-                        now,
-                    )
-                    .await?
-                {
-                    Gate::Open(keys) => Some((throttle, keys)),
-                    Gate::Throttled(retry_after) => {
-                        return Ok(LoginOutcome::Throttled { retry_after });
-                    }
-                    Gate::ProofRequired => {
-                        return Ok(LoginOutcome::ProofRequired {
-                            account_id: Some(account.id),
-                        });
-                    }
-                }
+        let keys = match self.gate(&account.email, client).await? {
+            Gate::Open(keys) => keys,
+            Gate::Throttled(retry_after) => return Ok(LoginOutcome::Throttled { retry_after }),
+            Gate::ProofRequired => {
+                return Ok(LoginOutcome::ProofRequired {
+                    account_id: Some(account.id),
+                });
             }
-            None => None,
         };
         let accepted = factors.verify(&account.id, &account.email, proof).await?;
         // The challenge is spent only by a right code, and only once.
@@ -109,16 +92,8 @@ impl Identity {
             }
             _ => return Ok(wrong(Some(account.id))),
         };
-        if let Some((throttle, keys)) = settle {
-            throttle.settle(&keys, true).await?;
-        }
+        self.settle(&keys, true).await?;
         let now = self.now_ms();
-        let (token, session_id, evicted) =
-            self.open_session(&account.id, client, Some(now)).await?;
-        let device_cookie = self
-            .throttle
-            .as_ref()
-            .map(|t| t.device_cookie(&account.email, self.clock.now().unix_timestamp()));
         if let Accepted::BackupCode { remaining } = accepted {
             self.notify_backup_code_used(&account, remaining);
         }
@@ -127,17 +102,11 @@ impl Identity {
         } else {
             None
         };
-        Ok(LoginOutcome::Success(Box::new(LoggedIn {
-            account,
-            token,
-            session_id,
-            evicted,
-            rehashed: false,
-            device_cookie,
-            second_factor: Some(accepted),
-            trusted_device: false,
-            remember_cookie,
-        })))
+        let mut logged_in = self
+            .finish_login(account, client, Some(now), Some(accepted))
+            .await?;
+        logged_in.remember_cookie = remember_cookie;
+        Ok(LoginOutcome::Success(Box::new(logged_in)))
     }
 
     /// Remembers this browser for the account; returns the cookie's token.
@@ -429,23 +398,10 @@ impl Identity {
             });
         }
         let now = self.now_ms();
-        let (token, session_id, evicted) =
-            self.open_session(&account.id, client, Some(now)).await?;
-        let device_cookie = self
-            .throttle
-            .as_ref()
-            .map(|t| t.device_cookie(&account.email, self.clock.now().unix_timestamp()));
-        Ok(LoginOutcome::Success(Box::new(LoggedIn {
-            account,
-            token,
-            session_id,
-            evicted,
-            rehashed: false,
-            device_cookie,
-            second_factor: Some(Accepted::Passkey),
-            trusted_device: false,
-            remember_cookie: None,
-        })))
+        let logged_in = self
+            .finish_login(account, client, Some(now), Some(Accepted::Passkey))
+            .await?;
+        Ok(LoginOutcome::Success(Box::new(logged_in)))
     }
 
     /// Tells the owner a backup code was used, and how many are left.

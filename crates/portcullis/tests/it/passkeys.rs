@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ciborium::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::support::{Gateway, Reply, Upstream, get, send_json};
+use crate::support::{Gateway, Reply, Upstream, get, send_json, session_cookie as session_of};
 
 /// The request origin the CSRF check sees (the test client says `Host: app.test`); the WebAuthn
 /// origin inside the signed client data is `http://localhost:<port>`, under `public_url`.
@@ -141,14 +141,6 @@ impl SoftPasskey {
             "extensions": {},
         })
     }
-}
-
-fn session_of(reply: &Reply) -> String {
-    let cookie = reply
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .unwrap_or_else(|| panic!("no session cookie: {reply:?}"));
-    format!("Cookie: {cookie}")
 }
 
 #[test]

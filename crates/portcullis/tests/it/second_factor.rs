@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::{Gateway, Reply, Upstream, get, send_json};
+use crate::support::{Gateway, Reply, Upstream, get, send_json, session_cookie as session_of};
 
 const ORIGIN: &str = "Origin: http://app.test";
 const PASSWORD: &str = "velvet tractor orbits quietly";
@@ -30,14 +30,6 @@ fn code(secret: &str, offset: i64) -> String {
         .expect("clock")
         .as_secs();
     totp.generate(now.saturating_add_signed(offset)).to_string()
-}
-
-fn session_of(reply: &Reply) -> String {
-    let cookie = reply
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .unwrap_or_else(|| panic!("no session cookie: {reply:?}"));
-    format!("Cookie: {cookie}")
 }
 
 fn password_step(addr: SocketAddr) -> Reply {
@@ -275,10 +267,44 @@ fn stored_second_factor(data_dir: &std::path::Path) -> String {
     })
 }
 
-/// Wrong codes on the second step count in the brute-force defence: a stolen password does
-/// not buy unlimited guesses at the code.
-#[test]
-fn wrong_codes_on_the_second_step_are_throttled() {
+/// A gateway with one `/app` route behind a session, and an account with TOTP confirmed.
+struct Enrolled {
+    _upstream: Upstream,
+    gateway: Gateway,
+    secret: String,
+    backup: Vec<String>,
+}
+
+/// Sets up TOTP for the session's account and confirms it with a code computed here; returns
+/// the secret and the backup codes.
+fn confirm_totp(addr: SocketAddr, session: &str) -> (String, Vec<String>) {
+    let setup = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp",
+        "",
+        &[ORIGIN, session],
+    );
+    assert_eq!(setup.status, 201, "{}", setup.body);
+    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
+    let confirm = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/totp/confirm",
+        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
+        &[ORIGIN, session],
+    );
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let backup = json(&confirm)["backup_codes"]
+        .as_array()
+        .expect("backup codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect();
+    (secret, backup)
+}
+
+fn enrolled() -> Enrolled {
     let upstream = Upstream::start("app");
     let config = format!(
         "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
@@ -293,22 +319,23 @@ fn wrong_codes_on_the_second_step_are_throttled() {
         202
     );
     let session = session_of(&password_step(addr));
-    let setup = send_json(
-        addr,
-        "POST",
-        "/auth/api/second-factor/totp",
-        "",
-        &[ORIGIN, &session],
-    );
-    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
-    let confirm = send_json(
-        addr,
-        "POST",
-        "/auth/api/second-factor/totp/confirm",
-        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
-        &[ORIGIN, &session],
-    );
-    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let (secret, backup) = confirm_totp(addr, &session);
+    Enrolled {
+        _upstream: upstream,
+        gateway,
+        secret,
+        backup,
+    }
+}
+
+/// Wrong codes on the second step count in the brute-force defence: a stolen password does
+/// not buy unlimited guesses at the code.
+#[test]
+fn wrong_codes_on_the_second_step_are_throttled() {
+    let Enrolled {
+        _upstream, gateway, ..
+    } = enrolled();
+    let addr = gateway.addr;
     let challenge = challenge(addr);
     let guess = |n: u32| {
         let body = format!(
@@ -345,36 +372,13 @@ fn hidden(page: &str, name: &str) -> String {
 /// session and the page asked for.
 #[test]
 fn the_login_page_asks_for_the_code_on_a_second_page() {
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let Enrolled {
+        _upstream,
+        gateway,
+        secret,
+        ..
+    } = enrolled();
     let addr = gateway.addr;
-    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
-    assert_eq!(
-        send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
-        202
-    );
-    let session = session_of(&password_step(addr));
-    let setup = send_json(
-        addr,
-        "POST",
-        "/auth/api/second-factor/totp",
-        "",
-        &[ORIGIN, &session],
-    );
-    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
-    let confirm = send_json(
-        addr,
-        "POST",
-        "/auth/api/second-factor/totp/confirm",
-        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
-        &[ORIGIN, &session],
-    );
-    assert_eq!(confirm.status, 200, "{}", confirm.body);
 
     let page = crate::support::submit_page_form(
         addr,
@@ -454,23 +458,7 @@ fn in_production_admins_enrol_before_admin_routes() {
         );
     }
     // Enrolling proves the factor for this session too.
-    let setup = send_json(
-        addr,
-        "POST",
-        "/auth/api/second-factor/totp",
-        "",
-        &[ORIGIN, &session],
-    );
-    assert_eq!(setup.status, 201, "{}", setup.body);
-    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
-    let confirm = send_json(
-        addr,
-        "POST",
-        "/auth/api/second-factor/totp/confirm",
-        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
-        &[ORIGIN, &session],
-    );
-    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    confirm_totp(addr, &session);
     assert_eq!(get(addr, "/admin/users", &[&session]).status, 200);
     assert_eq!(get(addr, "/billing/cards", &[&session]).status, 200);
 }
@@ -483,40 +471,15 @@ fn remembered_browsers_skip_the_second_step_until_the_password_changes() {
     const FIREFOX: &str =
         "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
     const CHROME: &str = "User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let Enrolled {
+        _upstream,
+        gateway,
+        secret,
+        backup,
+        ..
+    } = enrolled();
     let addr = gateway.addr;
-    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
-    assert_eq!(
-        send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
-        202
-    );
-    let session = session_of(&password_step(addr));
-    let setup = send_json(
-        addr,
-        "POST",
-        "/auth/api/second-factor/totp",
-        "",
-        &[ORIGIN, &session],
-    );
-    let secret = json(&setup)["secret"].as_str().expect("secret").to_owned();
-    let confirm = send_json(
-        addr,
-        "POST",
-        "/auth/api/second-factor/totp/confirm",
-        &format!(r#"{{"code":"{}"}}"#, code(&secret, 0)),
-        &[ORIGIN, &session],
-    );
-    assert_eq!(confirm.status, 200, "{}", confirm.body);
-    let backup = json(&confirm)["backup_codes"][0]
-        .as_str()
-        .expect("a backup code")
-        .to_owned();
+    let backup = backup[0].clone();
 
     let login = |password: &str, headers: &[&str]| {
         let body = format!(r#"{{"email":"{EMAIL}","password":"{password}"}}"#);

@@ -150,6 +150,15 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
     (output.status, text)
 }
 
+/// `Cookie: <session>` for the first cookie a reply sets (the session cookie of a login).
+pub fn session_cookie(reply: &Reply) -> String {
+    let cookie = reply
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie: {reply:?}"));
+    format!("Cookie: {cookie}")
+}
+
 /// A parsed response.
 #[derive(Debug)]
 pub struct Reply {
