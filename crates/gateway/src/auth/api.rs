@@ -467,6 +467,11 @@ impl Gateway {
                     Err(error) => Err(service_failure(error)),
                 }
             }
+            (_, path) if path == "security" || path.starts_with("security/") => {
+                let rest = path.trim_start_matches("security").to_owned();
+                self.security_page(request, &rest, handle, settings, token, ctx)
+                    .await
+            }
             (_, path) if path == "api/devices" || path.starts_with("api/devices/") => {
                 let principal = self.session_principal(handle, token, ctx).await?;
                 let rest = path.trim_start_matches("api/devices").to_owned();
@@ -610,7 +615,7 @@ impl Gateway {
     }
 
     /// The caller of an API call that needs a session.
-    async fn session_principal(
+    pub(super) async fn session_principal(
         &self,
         handle: &IdentityHandle,
         token: Option<String>,

@@ -151,21 +151,7 @@ impl Gateway {
                 ))
             }
             (Method::POST, "") => {
-                // A sensitive action: an account with a second factor proves it again first.
-                let checked = principal.clone();
-                let may = handle
-                    .run(move |identity| async move {
-                        let (enrolled, _) = identity.second_factor_status(&checked).await?;
-                        Ok(!enrolled || identity.stepped_up(&checked))
-                    })
-                    .await
-                    .map_err(super::api::service_failure)?;
-                if !may {
-                    return Err((
-                        Reject::StepUpRequired,
-                        "creating an API key needs a recent second factor".into(),
-                    ));
-                }
+                self.recent_second_factor(handle, &principal).await?;
                 let body: CreateKey = super::api::read_json(request, max, timeout).await?;
                 let allowed = &settings.api_key_user_scopes;
                 if !admin && let Some(scope) = body.scopes.iter().find(|s| !allowed.contains(s)) {
@@ -314,6 +300,31 @@ impl Gateway {
             StatusCode::ACCEPTED,
             &serde_json::json!({ "accepted": true }),
         ))
+    }
+
+    /// A sensitive action (creating an API key): an account with a second factor proves it
+    /// again first, within the step-up window.
+    pub(super) async fn recent_second_factor(
+        &self,
+        handle: &IdentityHandle,
+        principal: &Principal,
+    ) -> Result<(), Rejection> {
+        let checked = principal.clone();
+        let may = handle
+            .run(move |identity| async move {
+                let (enrolled, _) = identity.second_factor_status(&checked).await?;
+                Ok(!enrolled || identity.stepped_up(&checked))
+            })
+            .await
+            .map_err(super::api::service_failure)?;
+        if may {
+            Ok(())
+        } else {
+            Err((
+                Reject::StepUpRequired,
+                "creating an API key needs a recent second factor".into(),
+            ))
+        }
     }
 
     async fn key_event(&self, kind: EventKind, key: &ApiKey, ctx: &RequestContext<'_>) {

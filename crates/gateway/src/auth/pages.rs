@@ -9,6 +9,8 @@ use hyper::body::Incoming;
 use portcullis_identity::ClientInfo;
 use subtle::ConstantTimeEq as _;
 
+mod security;
+
 use super::api::Grant;
 use super::forward::found;
 use super::{IdentityHandle, cookie};

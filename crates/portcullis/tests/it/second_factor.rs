@@ -565,3 +565,91 @@ fn remembered_browsers_skip_the_second_step_until_the_password_changes() {
     assert!(change.status < 300, "{}", change.body);
     assert_eq!(login(new_password, &[FIREFOX, &trusted]).status, 403);
 }
+
+/// The security page: set up an authenticator app from its QR code, see the backup codes once,
+/// create an API key (shown once) and revoke it; plain forms, no script.
+#[test]
+fn the_security_page_sets_up_totp_and_makes_api_keys() {
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let addr = gateway.addr;
+    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
+    assert_eq!(
+        send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
+        202
+    );
+    let session = session_of(&password_step(addr));
+    let away = get(addr, "/auth/security", &["Accept: text/html"]);
+    assert_eq!(away.status, 302, "no session: to the login page");
+
+    let page = get(addr, "/auth/security", &["Accept: text/html", &session]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("<script"), "{}", page.body);
+    assert!(
+        page.body.contains("Set up an authenticator app"),
+        "{}",
+        page.body
+    );
+    let csrf = hidden(&page.body, "csrf");
+    let cookies = format!(
+        "{session}; __Host-portcullis_csrf={csrf}",
+        session = session.trim_start_matches("Cookie: ")
+    );
+    let post = |action: &str, fields: &str| {
+        let form = format!("csrf={csrf}&{fields}");
+        let head = format!(
+            "POST /auth/security/{action} HTTP/1.1\r\nHost: app.test\r\nOrigin: http://app.test\r\n\
+             Accept: text/html\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nCookie: {cookies}",
+            form.len()
+        );
+        crate::support::raw(addr, &head, form.as_bytes())
+    };
+    let setup = post("totp", "");
+    assert_eq!(setup.status, 200, "{}", setup.body);
+    assert!(
+        setup.body.contains("<svg"),
+        "an inline QR code: {}",
+        setup.body
+    );
+    let secret = setup
+        .body
+        .split("Key: <code>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the key in clear for typing")
+        .to_owned();
+    assert_eq!(post("totp/confirm", "code=000000").status, 401);
+    let codes = post("totp/confirm", &format!("code={}", code(&secret, 0)));
+    assert_eq!(codes.status, 200, "{}", codes.body);
+    assert_eq!(
+        codes.body.matches("<li><code>").count(),
+        10,
+        "{}",
+        codes.body
+    );
+
+    // The enrolment was the session's second factor: an API key may be made at once.
+    let made = post("keys", "name=deploy+bot&scopes=");
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert!(made.body.contains("<code>pc_"), "{}", made.body);
+    let page = get(addr, "/auth/security", &["Accept: text/html", &session]);
+    assert!(page.body.contains("deploy bot"), "{}", page.body);
+    assert!(page.body.contains("Backup codes left: 10"), "{}", page.body);
+    let id = page
+        .body
+        .split("name=\"id\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the key's id in its revoke form")
+        .to_owned();
+    let revoked = post("keys/revoke", &format!("id={id}"));
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    let page = get(addr, "/auth/security", &["Accept: text/html", &session]);
+    assert!(!page.body.contains("deploy bot"), "{}", page.body);
+}
