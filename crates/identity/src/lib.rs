@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod api_keys;
+pub mod codes;
 pub mod email;
 pub mod mail;
 pub mod passkeys;

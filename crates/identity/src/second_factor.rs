@@ -26,6 +26,10 @@ use crate::seal::{SealError, Sealer};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
+/// Purposes of sent codes among the single-use tokens.
+const SENT_CODE: &str = "sent_code";
+const EMAIL_ENROL: &str = "email_enrol";
+
 /// Backup codes made at a time.
 pub const BACKUP_CODES: usize = 10;
 /// Characters of a backup code: no 0/o, 1/l/i look-alikes.
@@ -49,6 +53,10 @@ pub enum Proof {
     Totp(String),
     /// One of the backup codes.
     BackupCode(String),
+    /// A code sent by e-mail (or SMS) for this login.
+    SentCode(String),
+    /// Six digits typed into a page: a TOTP code, else a sent code.
+    OneTimeCode(String),
     /// A passkey's answer to the challenge of ceremony `ceremony`.
     Passkey {
         /// The ceremony the challenge came from.
@@ -65,6 +73,8 @@ pub enum Accepted {
     Totp,
     /// A passkey.
     Passkey,
+    /// A code sent by e-mail (or SMS).
+    SentCode,
     /// A backup code; this many remain.
     BackupCode {
         /// Unused codes left.
@@ -78,6 +88,7 @@ impl Accepted {
         match self {
             Self::Totp => "totp",
             Self::Passkey => "passkey",
+            Self::SentCode => "sent_code",
             Self::BackupCode { .. } => "backup_code",
         }
     }
@@ -121,6 +132,7 @@ pub struct SecondFactors {
     issuer: Arc<str>,
     clock: Arc<dyn Clock>,
     passkeys: Option<crate::passkeys::Passkeys>,
+    codes: Option<Arc<dyn crate::codes::CodeSender>>,
 }
 
 impl std::fmt::Debug for SecondFactors {
@@ -145,7 +157,133 @@ impl SecondFactors {
             issuer: Arc::from(issuer.replace(':', " ")),
             clock,
             passkeys: None,
+            codes: None,
         }
+    }
+
+    /// The same second factors, with codes sent out of band by `sender`.
+    #[must_use]
+    pub fn with_code_sender(mut self, sender: Arc<dyn crate::codes::CodeSender>) -> Self {
+        self.codes = Some(sender);
+        self
+    }
+
+    /// The methods the account can use at the second step, for the answer that asks for it.
+    pub async fn methods(&self, account_id: &str) -> Result<Vec<&'static str>, SecondFactorError> {
+        let mut methods = Vec::new();
+        if self
+            .store
+            .totp(account_id)
+            .await?
+            .is_some_and(|t| t.confirmed_at.is_some())
+        {
+            methods.push("totp");
+        }
+        if self.has_passkey(account_id).await? {
+            methods.push("passkey");
+        }
+        if let Some(sender) = &self.codes
+            && self.store.email_factor(account_id).await?
+        {
+            methods.push(sender.method());
+        }
+        if self.store.unused_backup_codes(account_id).await? > 0 {
+            methods.push("backup_code");
+        }
+        Ok(methods)
+    }
+
+    /// Sends a login code to an account that takes them; false when it does not.
+    pub async fn send_login_code(
+        &self,
+        account_id: &str,
+        email: &str,
+    ) -> Result<bool, SecondFactorError> {
+        let Some(sender) = &self.codes else {
+            return Ok(false);
+        };
+        if !self.store.email_factor(account_id).await? {
+            return Ok(false);
+        }
+        self.send_code(sender.as_ref(), account_id, email, SENT_CODE)
+            .await?;
+        Ok(true)
+    }
+
+    async fn send_code(
+        &self,
+        sender: &dyn crate::codes::CodeSender,
+        account_id: &str,
+        to: &str,
+        purpose: &str,
+    ) -> Result<(), SecondFactorError> {
+        let code = crate::codes::new_code();
+        let now = self.now_ms();
+        let lifetime = i64::try_from(crate::codes::CODE_LIFETIME.as_millis()).unwrap_or(i64::MAX);
+        self.store
+            .insert_one_time_token(
+                &crate::codes::code_hash(account_id, &code),
+                purpose,
+                account_id,
+                now,
+                now.saturating_add(lifetime),
+            )
+            .await?;
+        sender.send(to, &code);
+        Ok(())
+    }
+
+    /// Takes a sent code of `purpose` for the account, once.
+    async fn take_code(
+        &self,
+        account_id: &str,
+        code: &str,
+        purpose: &str,
+    ) -> Result<bool, SecondFactorError> {
+        let owner = self
+            .store
+            .take_one_time_token(
+                &crate::codes::code_hash(account_id, code),
+                purpose,
+                self.now_ms(),
+            )
+            .await?;
+        Ok(owner.as_deref() == Some(account_id))
+    }
+
+    /// Starts turning on e-mailed codes: a code to the address, to show it is the user's.
+    pub async fn begin_email(
+        &self,
+        account_id: &str,
+        email: &str,
+    ) -> Result<(), SecondFactorError> {
+        let sender = self.codes.clone().ok_or(SecondFactorError::NotPending)?;
+        self.send_code(sender.as_ref(), account_id, email, EMAIL_ENROL)
+            .await
+    }
+
+    /// Turns e-mailed codes on with the code sent; returns new backup codes when the account
+    /// had none, or `None` for a wrong code.
+    pub async fn confirm_email(
+        &self,
+        account_id: &str,
+        code: &str,
+    ) -> Result<Option<Vec<String>>, SecondFactorError> {
+        if !self.take_code(account_id, code, EMAIL_ENROL).await? {
+            return Ok(None);
+        }
+        self.store
+            .set_email_factor(account_id, self.now_ms())
+            .await?;
+        if self.store.unused_backup_codes(account_id).await? > 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let codes = new_backup_codes();
+        let hashes: Vec<String> = codes.iter().map(|c| self.backup_hash(c)).collect();
+        self.store
+            .set_backup_codes(account_id, &hashes, self.now_ms())
+            .await?;
+        Ok(Some(codes))
     }
 
     /// The same second factors, with passkeys.
@@ -194,7 +332,9 @@ impl SecondFactors {
             .totp(account_id)
             .await?
             .is_some_and(|t| t.confirmed_at.is_some());
-        Ok(totp || self.has_passkey(account_id).await?)
+        Ok(totp
+            || self.has_passkey(account_id).await?
+            || (self.codes.is_some() && self.store.email_factor(account_id).await?))
     }
 
     async fn has_passkey(&self, account_id: &str) -> Result<bool, SecondFactorError> {
@@ -298,20 +438,14 @@ impl SecondFactors {
         proof: &Proof,
     ) -> Result<Option<Accepted>, SecondFactorError> {
         match proof {
-            Proof::Totp(code) => {
-                let Some(totp) = self.credential(account_id, email, true).await? else {
-                    return Ok(None);
-                };
-                let Some(step) = totp.check(code.trim(), self.now_unix()) else {
-                    return Ok(None);
-                };
-                let step = i64::try_from(step).unwrap_or(i64::MAX);
-                Ok(self
-                    .store
-                    .use_totp_step(account_id, step)
+            Proof::Totp(code) => self.verify_totp(account_id, email, code).await,
+            Proof::OneTimeCode(code) => match self.verify_totp(account_id, email, code).await? {
+                Some(accepted) => Ok(Some(accepted)),
+                None => Ok(self
+                    .take_code(account_id, code, SENT_CODE)
                     .await?
-                    .then_some(Accepted::Totp))
-            }
+                    .then_some(Accepted::SentCode)),
+            },
             Proof::Passkey { ceremony, answer } => {
                 let Some(passkeys) = &self.passkeys else {
                     return Ok(None);
@@ -328,6 +462,10 @@ impl SecondFactors {
                     }
                 }
             }
+            Proof::SentCode(code) => Ok(self
+                .take_code(account_id, code, SENT_CODE)
+                .await?
+                .then_some(Accepted::SentCode)),
             Proof::BackupCode(code) => {
                 let hash = self.backup_hash(code);
                 if !self
@@ -341,6 +479,26 @@ impl SecondFactors {
                 Ok(Some(Accepted::BackupCode { remaining }))
             }
         }
+    }
+
+    async fn verify_totp(
+        &self,
+        account_id: &str,
+        email: &str,
+        code: &str,
+    ) -> Result<Option<Accepted>, SecondFactorError> {
+        let Some(totp) = self.credential(account_id, email, true).await? else {
+            return Ok(None);
+        };
+        let Some(step) = totp.check(code.trim(), self.now_unix()) else {
+            return Ok(None);
+        };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .use_totp_step(account_id, step)
+            .await?
+            .then_some(Accepted::Totp))
     }
 
     /// New backup codes for an enrolled account, ending the old ones; shown once.

@@ -225,6 +225,9 @@ pub enum LoginOutcome {
         challenge: String,
         /// A WebAuthn challenge for the account's passkeys, when it has some.
         passkey: Option<crate::passkeys::Ceremony>,
+        /// What the account can answer with (`totp`, `passkey`, `email_code`, `backup_code`);
+        /// a code was sent for `email_code`.
+        methods: Vec<&'static str>,
     },
     /// Refused before the password was checked: the account is under attack from many
     /// addresses, and this browser must prove control of the mailbox first.
@@ -953,10 +956,13 @@ impl Identity {
                         .map_err(crate::second_factor::SecondFactorError::from)?,
                     None => None,
                 };
+                let methods = factors.methods(&account.id).await?;
+                factors.send_login_code(&account.id, &account.email).await?;
                 return Ok(LoginOutcome::SecondFactorRequired {
                     account_id: account.id,
                     challenge,
                     passkey,
+                    methods,
                 });
             }
         }

@@ -543,6 +543,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 issuer,
                 Arc::new(SystemClock),
             );
+            let factors = factors.with_code_sender(Arc::new(
+                portcullis_identity::codes::MailCodes::new(mail_links(&config)?.mailer),
+            ));
             // WebAuthn needs a domain: browsers refuse passkeys on a bare IP address.
             let factors = match passkey_service(&config, store.clone(), issuer) {
                 Ok(passkeys) => factors.with_passkeys(passkeys),

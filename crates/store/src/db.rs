@@ -213,6 +213,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "passkeys",
         include_str!("../migrations/sqlite/0009_passkeys.sql"),
     ),
+    (
+        10,
+        "email_factor",
+        include_str!("../migrations/sqlite/0010_email_factor.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -259,6 +264,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "passkeys",
         include_str!("../migrations/postgres/0009_passkeys.sql"),
+    ),
+    (
+        10,
+        "email_factor",
+        include_str!("../migrations/postgres/0010_email_factor.sql"),
     ),
 ];
 

@@ -111,10 +111,40 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Removes the account's TOTP credential and backup codes; false when there was none.
+    /// Whether the account takes e-mailed codes as its second factor.
+    pub async fn email_factor(&self, account_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM email_factors WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Turns e-mailed codes on for the account.
+    pub async fn set_email_factor(&self, account_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM email_factors WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO email_factors (account_id, confirmed_at) VALUES ($1, $2)")
+            .bind(account_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes the account's TOTP credential, e-mailed codes and backup codes; false when it
+    /// had none.
     pub async fn delete_second_factors(&self, account_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM totp_credentials WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        let email = sqlx::query("DELETE FROM email_factors WHERE account_id = $1")
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
@@ -123,7 +153,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done.rows_affected() + email.rows_affected() > 0)
     }
 
     /// Replaces the account's backup codes.

@@ -49,6 +49,9 @@ pub(super) struct SecondStep {
     pub(super) backup_code: Option<String>,
     #[serde(default)]
     pub(super) passkey: Option<PasskeyAnswer>,
+    /// The code sent by e-mail for this login.
+    #[serde(default)]
+    pub(super) email_code: Option<String>,
     /// Remember this browser: its next logins skip the second factor for 30 days.
     #[serde(default)]
     pub(super) remember_device: bool,
@@ -65,17 +68,18 @@ pub(super) struct PasskeyAnswer {
 
 impl SecondStep {
     pub(super) fn into_step(self) -> Result<LoginStep, Rejection> {
-        let proof = match (self.code, self.backup_code, self.passkey) {
-            (Some(code), None, None) => SecondFactorProof::Totp(code),
-            (None, Some(code), None) => SecondFactorProof::BackupCode(code),
-            (None, None, Some(answer)) => SecondFactorProof::Passkey {
+        let proof = match (self.code, self.backup_code, self.passkey, self.email_code) {
+            (Some(code), None, None, None) => SecondFactorProof::Totp(code),
+            (None, Some(code), None, None) => SecondFactorProof::BackupCode(code),
+            (None, None, Some(answer), None) => SecondFactorProof::Passkey {
                 ceremony: answer.ceremony,
                 answer: answer.credential,
             },
+            (None, None, None, Some(code)) => SecondFactorProof::SentCode(code),
             _ => {
                 return Err((
                     Reject::BadRequest,
-                    "send exactly one of code, backup_code and passkey".into(),
+                    "send exactly one of code, backup_code, passkey and email_code".into(),
                 ));
             }
         };
@@ -859,10 +863,9 @@ impl Gateway {
                 account_id,
                 challenge,
                 passkey,
+                methods,
             } => {
-                let mut methods = vec!["totp", "backup_code"];
                 let passkey = passkey.map(|ceremony| {
-                    methods.push("passkey");
                     serde_json::json!({ "ceremony": ceremony.id, "options": ceremony.options })
                 });
                 ctx.user_id = Some(account_id);

@@ -414,7 +414,7 @@ impl Gateway {
             .await?;
         let code = code.trim().to_owned();
         let proof = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-            portcullis_identity::second_factor::Proof::Totp(code)
+            portcullis_identity::second_factor::Proof::OneTimeCode(code)
         } else {
             portcullis_identity::second_factor::Proof::BackupCode(code)
         };

@@ -172,6 +172,43 @@ impl Gateway {
                     }
                 }
             }
+            (Method::POST, "/email") => {
+                handle
+                    .run(move |identity| async move {
+                        identity.begin_email_factor(&principal).await
+                    })
+                    .await
+                    .map_err(failure)?;
+                Ok(respond::json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({ "sent": true, "expires_in": 600 }),
+                ))
+            }
+            (Method::POST, "/email/confirm") => {
+                let body: Code = super::api::read_json(request, max, timeout).await?;
+                let Some(code) = body.code else {
+                    return Err((Reject::BadRequest, "send the code".into()));
+                };
+                let codes = handle
+                    .run(move |identity| async move {
+                        identity.confirm_email_factor(&principal, &code).await
+                    })
+                    .await
+                    .map_err(failure)?;
+                let Some(codes) = codes else {
+                    return Ok(wrong_code(ctx));
+                };
+                self.emit_details(
+                    EventKind::SecondFactorEnabled,
+                    ctx,
+                    serde_json::json!({ "method": "email_code" }),
+                )
+                .await;
+                Ok(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "backup_codes": codes }),
+                ))
+            }
             (Method::POST, "/passkeys/start") => {
                 let ceremony = handle
                     .run(move |identity| async move {

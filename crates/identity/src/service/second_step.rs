@@ -297,6 +297,36 @@ impl Identity {
             .ok_or_else(|| IdentityError::Internal("passkeys are off".into()))
     }
 
+    /// Starts turning on e-mailed codes for the caller: a code goes to their address.
+    pub async fn begin_email_factor(&self, principal: &Principal) -> Result<(), IdentityError> {
+        let account = &principal.account;
+        Ok(self
+            .factors()?
+            .begin_email(&account.id, &account.email)
+            .await?)
+    }
+
+    /// Turns e-mailed codes on with the code sent; the session counts as having proved it.
+    /// Returns new backup codes when the account had none (empty otherwise), or `None` for a
+    /// wrong code.
+    pub async fn confirm_email_factor(
+        &self,
+        principal: &Principal,
+        code: &str,
+    ) -> Result<Option<Vec<String>>, IdentityError> {
+        let codes = self
+            .factors()?
+            .confirm_email(&principal.account.id, code)
+            .await?;
+        if codes.is_some() {
+            self.store
+                .set_session_second_factor(&principal.session_id, self.now_ms())
+                .await?;
+            self.sessions.forget_session(&principal.session_id);
+        }
+        Ok(codes)
+    }
+
     /// Starts registering a passkey for the caller.
     pub async fn start_passkey_registration(
         &self,

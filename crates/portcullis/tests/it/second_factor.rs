@@ -653,3 +653,107 @@ fn the_security_page_sets_up_totp_and_makes_api_keys() {
     let page = get(addr, "/auth/security", &["Accept: text/html", &session]);
     assert!(!page.body.contains("deploy bot"), "{}", page.body);
 }
+
+/// The six digits after `lead` in a mailed message, other than the codes in `known` (the sink
+/// lists messages in no particular order).
+fn mailed_code(smtp: &crate::support::SmtpSink, lead: &str, known: &[&str]) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let fresh = smtp
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                m.split(lead)
+                    .nth(1)
+                    .map(|rest| rest.chars().take(6).collect())
+            })
+            .find(|code: &String| !known.contains(&code.as_str()));
+        if let Some(code) = fresh {
+            return code;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no code mailed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// E-mailed codes as the second factor (for users without an authenticator app): turned on
+/// with a mailed code, then each login mails a code that works once.
+#[test]
+fn emailed_codes_serve_as_the_second_factor_once_each() {
+    let Some(smtp) = crate::support::SmtpSink::start() else {
+        return;
+    };
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "{}[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        smtp.config(),
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let addr = gateway.addr;
+    let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
+    assert_eq!(
+        send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,
+        202
+    );
+    let session = session_of(&password_step(addr));
+    let lead = "Your sign-in code is ";
+    let sent = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/email",
+        "",
+        &[ORIGIN, &session],
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let enrol = mailed_code(&smtp, lead, &[]);
+    let confirm = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/email/confirm",
+        &format!(r#"{{"code":"{enrol}"}}"#),
+        &[ORIGIN, &session],
+    );
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert_eq!(
+        json(&confirm)["backup_codes"].as_array().map(Vec::len),
+        Some(10)
+    );
+
+    // The password step mails a code and says so.
+    let step = password_step(addr);
+    assert_eq!(step.status, 403, "{}", step.body);
+    let step = json(&step);
+    assert!(
+        step["error"]["methods"].to_string().contains("email_code"),
+        "{step}"
+    );
+    let challenge = step["error"]["challenge"]
+        .as_str()
+        .expect("challenge")
+        .to_owned();
+    let code = mailed_code(&smtp, lead, &[&enrol]);
+    let second = |challenge: &str, code: &str| {
+        let body = format!(r#"{{"challenge":"{challenge}","email_code":"{code}"}}"#);
+        send_json(
+            addr,
+            "POST",
+            "/auth/api/login/second-factor",
+            &body,
+            &[ORIGIN],
+        )
+    };
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    assert_eq!(second(&challenge, wrong).status, 401);
+    let done = second(&challenge, &code);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(get(addr, "/app/home", &[&session_of(&done)]).status, 200);
+    // The code worked once.
+    let again = json(&password_step(addr));
+    let challenge = again["error"]["challenge"].as_str().expect("challenge");
+    assert_eq!(second(challenge, &code).status, 401);
+}
