@@ -420,3 +420,40 @@ async fn a_revocation_reaches_every_instance_within_a_second_on_postgres() {
     eprintln!("revoked key refused by both instances after {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+/// A route limited per API key: each key has its own bucket whatever address it comes from,
+/// and two keys from one address do not share one.
+#[test]
+fn rate_limits_keyed_by_api_key() {
+    let upstream = Upstream::start("app");
+    let extra = format!(
+        "[[route]]\npath = \"/metered\"\nupstream = \"{}\"\nauth = \"api_key\"\n\
+         rate_limit = \"1/min\"\nrate_limit_by = \"api_key\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&format!("{}{extra}", config(&upstream, "")), &[]);
+    let data = gateway.dir.0.join("data");
+    let file = gateway.dir.0.join("portcullis.toml");
+    let dir = [
+        "-c",
+        file.to_str().expect("utf8"),
+        "--data-dir",
+        data.to_str().expect("utf8"),
+    ];
+    let (_, first) = key_of(&apikey(&dir, &["create", "--name", "one", "--json"], &[]));
+    let (_, second) = key_of(&apikey(&dir, &["create", "--name", "two", "--json"], &[]));
+    assert_eq!(
+        with_key(&gateway, "/metered/x", &first, "192.0.2.1").status,
+        200
+    );
+    let over = with_key(&gateway, "/metered/x", &first, "198.51.100.9");
+    assert_eq!(
+        over.status, 429,
+        "the same key from another address: {}",
+        over.body
+    );
+    assert_eq!(
+        with_key(&gateway, "/metered/x", &second, "192.0.2.1").status,
+        200
+    );
+}

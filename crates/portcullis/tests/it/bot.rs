@@ -229,6 +229,35 @@ fn api_clients_pass_browsers_pass_heuristics_and_tools_are_refused() {
     );
     let keyed = from(&gateway, client, "/data/x", &[&bearer]);
     assert!(keyed.body.starts_with("app path=/data/x"), "{keyed:?}");
+    // So is a request with an API key, which the route verifies as well.
+    let data = gateway.dir.0.join("data");
+    let file = gateway.dir.0.join("portcullis.toml");
+    let (status, out) = crate::support::run(
+        &[
+            "apikey",
+            "-c",
+            file.to_str().expect("utf8"),
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "create",
+            "--name",
+            "partner",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{out}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let api_key = format!("X-API-Key: {}", created["key"].as_str().expect("key"));
+    let keyed = from(&gateway, client, "/data/x", &[&api_key]);
+    assert!(keyed.body.starts_with("app path=/data/x"), "{keyed:?}");
+    let forged_key = from(
+        &gateway,
+        client,
+        "/data/x",
+        &["X-API-Key: pc_0000000000000000000000000000000000000000000aaaaaa"],
+    );
+    assert_eq!(forged_key.status, 401, "{forged_key:?}");
     // A forged token there is refused, not waved through.
     assert_eq!(
         from(
