@@ -69,17 +69,20 @@ impl Gateway {
             (Method::GET, "") => {
                 let status = handle
                     .run(move |identity| async move {
-                        let (totp, left) = identity.second_factor_status(&principal).await?;
-                        Ok((totp, left, identity.stepped_up(&principal)))
+                        let (enrolled, left) = identity.second_factor_status(&principal).await?;
+                        let methods = identity.second_factor_methods(&principal).await?;
+                        Ok((enrolled, methods, left, identity.stepped_up(&principal)))
                     })
                     .await
                     .map_err(failure)?;
                 Ok(respond::json(
                     StatusCode::OK,
                     &serde_json::json!({
-                        "totp": status.0,
-                        "backup_codes_left": status.1,
-                        "stepped_up": status.2,
+                        "enrolled": status.0,
+                        "methods": status.1,
+                        "totp": status.1.contains(&"totp"),
+                        "backup_codes_left": status.2,
+                        "stepped_up": status.3,
                     }),
                 ))
             }

@@ -291,6 +291,18 @@ impl Identity {
         ))
     }
 
+    /// The second factors the caller has set up (`totp`, `passkey`, `email_code`,
+    /// `backup_code`).
+    pub async fn second_factor_methods(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<&'static str>, IdentityError> {
+        match &self.second_factors {
+            Some(factors) => Ok(factors.methods(&principal.account.id).await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn passkeys(&self) -> Result<&Passkeys, IdentityError> {
         self.factors()?
             .passkeys()

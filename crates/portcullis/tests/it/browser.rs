@@ -270,3 +270,69 @@ fn a_browser_solves_the_challenge_with_the_pages_own_script() {
     let source = browser.wait_for_text("app path=/shop/cart", Duration::from_secs(5));
     assert!(!source.contains("pc-challenge"));
 }
+
+/// A person adds a passkey from the security page in a real browser, with Chromium's virtual
+/// authenticator (WebDriver's WebAuthn extension) standing in for the platform's.
+#[test]
+fn a_person_adds_a_passkey_from_the_security_page() {
+    let Some(browser) = Browser::start("browser passkey") else {
+        return;
+    };
+    let authenticator = browser.session_call(
+        "POST",
+        "/webauthn/authenticator",
+        &json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserConsenting": true,
+            "isUserVerified": true,
+        }),
+    );
+    let authenticator = authenticator
+        .as_str()
+        .unwrap_or_else(|| panic!("no virtual authenticator: {authenticator}"))
+        .to_owned();
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\npublic_url = \"http://localhost\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let password = "velvet tractor orbits quietly";
+    let body = format!(r#"{{"email":"kai@example.com","password":"{password}"}}"#);
+    let origin = "Origin: http://app.test";
+    let registered = send_json(gateway.addr, "POST", "/auth/api/register", &body, &[origin]);
+    assert_eq!(registered.status, 202, "{registered:?}");
+
+    browser.goto(&local(&gateway, "/auth/security"));
+    browser.wait_for_text("Log in", Duration::from_secs(10));
+    browser.type_into("#email", "kai@example.com");
+    browser.type_into("#password", password);
+    browser.click("button[type=submit]");
+    browser.wait_for_text("Add a passkey", Duration::from_secs(10));
+    browser.session_call(
+        "POST",
+        &format!("/element/{}/clear", browser.element("#passkey-name")),
+        &json!({}),
+    );
+    browser.type_into("#passkey-name", "Work laptop");
+    browser.click("#add-passkey");
+    let page = browser.wait_for_text("Work laptop", Duration::from_secs(15));
+    assert!(
+        page.contains("<p id=\"passkey-status\" role=\"status\"></p>"),
+        "no error shown: {page}"
+    );
+    let credentials = browser.session_call(
+        "GET",
+        &format!("/webauthn/authenticator/{authenticator}/credentials"),
+        &json!({}),
+    );
+    assert_eq!(
+        credentials.as_array().map(Vec::len),
+        Some(1),
+        "one credential in the authenticator: {credentials}"
+    );
+}

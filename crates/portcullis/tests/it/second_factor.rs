@@ -589,7 +589,21 @@ fn the_security_page_sets_up_totp_and_makes_api_keys() {
 
     let page = get(addr, "/auth/security", &["Accept: text/html", &session]);
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(!page.body.contains("<script"), "{}", page.body);
+    // One script (adding a passkey needs WebAuthn), allowed by its nonce and nothing else.
+    let csp = page
+        .header("content-security-policy")
+        .expect("the page's policy");
+    let nonce = page
+        .body
+        .split("<script nonce=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a nonce on the script");
+    assert_eq!(page.body.matches("<script").count(), 1, "{}", page.body);
+    assert!(
+        csp.contains(&format!("script-src 'nonce-{nonce}'")),
+        "{csp}"
+    );
     assert!(
         page.body.contains("Set up an authenticator app"),
         "{}",

@@ -1,8 +1,10 @@
-//! `{prefix}/security`: the signed-in user's page for second factors and API keys, plain
-//! forms with no script under the gateway's strict CSP (the QR code is inline SVG, so the page
-//! loads nothing). Set up an authenticator app (QR code, then one code to confirm), see the
-//! backup codes once, see passkeys and remove one, create an API key (shown once) and revoke
-//! keys. Every form carries the synchronizer token; every action is the JSON API's own.
+//! `{prefix}/security`: the signed-in user's page for second factors and API keys. Plain forms
+//! (the QR code is inline SVG, so the page loads nothing): set up an authenticator app (QR
+//! code, then one code to confirm), see the backup codes once, see passkeys and remove one,
+//! create an API key (shown once) and revoke keys. Every form carries the synchronizer token;
+//! every action is the JSON API's own. Adding a passkey needs the browser's WebAuthn API: one
+//! small script, allowed by nonce, calls the JSON API; the page's policy allows that script
+//! and requests to this origin, nothing else.
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -75,9 +77,20 @@ impl Gateway {
         match (request.method().clone(), rest) {
             (Method::GET, "") => {
                 let overview = self.overview(handle, &principal).await?;
-                Ok(with_csrf(&request, |csrf| {
-                    html_page("Security", None, &overview.render(&prefix, csrf))
-                }))
+                let nonce = portcullis_identity::token::random_token();
+                let mut page = with_csrf(&request, |csrf| {
+                    html_page("Security", None, &overview.render(&prefix, csrf, &nonce))
+                });
+                let csp = format!(
+                    "default-src 'none'; script-src 'nonce-{nonce}'; connect-src 'self'; \
+                     style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; \
+                     base-uri 'none'"
+                );
+                if let Ok(csp) = http::HeaderValue::from_str(&csp) {
+                    page.headers_mut()
+                        .insert(http::header::CONTENT_SECURITY_POLICY, csp);
+                }
+                Ok(page)
             }
             (Method::POST, "/totp") => {
                 let ([], csrf) = self
@@ -266,7 +279,11 @@ impl Gateway {
         let principal = principal.clone();
         handle
             .run(move |identity| async move {
-                let (totp, backup_codes_left) = identity.second_factor_status(&principal).await?;
+                let (_, backup_codes_left) = identity.second_factor_status(&principal).await?;
+                let totp = identity
+                    .second_factor_methods(&principal)
+                    .await?
+                    .contains(&"totp");
                 let passkeys = match identity.second_factors().and_then(|f| f.passkeys()) {
                     Some(_) => identity.list_passkeys(&principal).await?,
                     None => Vec::new(),
@@ -303,7 +320,7 @@ struct Overview {
 }
 
 impl Overview {
-    fn render(&self, prefix: &str, csrf: &str) -> String {
+    fn render(&self, prefix: &str, csrf: &str, nonce: &str) -> String {
         let totp = if self.totp {
             format!(
                 "<p>Authenticator app: on. Backup codes left: {}.</p>",
@@ -353,9 +370,59 @@ impl Overview {
              <p><label for=\"scopes\">Scopes (comma-separated)</label><br><input id=\"scopes\" name=\"scopes\"></p>",
             "Create an API key",
         );
+        let add_passkey = format!(
+            "<p><label for=\"passkey-name\">Name</label><br><input id=\"passkey-name\" value=\"Passkey\"></p>\
+             <p><button id=\"add-passkey\" type=\"button\" data-prefix=\"{prefix}\">Add a passkey</button></p>\
+             <p id=\"passkey-status\" role=\"status\"></p><script nonce=\"{nonce}\">{PASSKEY_SCRIPT}</script>",
+            prefix = escape_html(prefix),
+            nonce = escape_html(nonce),
+        );
         format!(
-            "<h2>Second factor</h2>{totp}<h2>Passkeys</h2><ul>{passkeys}</ul>\
+            "<h2>Second factor</h2>{totp}<h2>Passkeys</h2><ul>{passkeys}</ul>{add_passkey}\
              <h2>API keys</h2><ul>{keys}</ul>{create}"
         )
     }
 }
+
+/// Registers a passkey with the browser's WebAuthn API through the JSON API: the options'
+/// base64url fields become bytes for `navigator.credentials.create`, its answer goes back as
+/// base64url, and the page reloads to list the new passkey.
+const PASSKEY_SCRIPT: &str = r"(() => {
+  const button = document.getElementById('add-passkey');
+  const status = document.getElementById('passkey-status');
+  const prefix = button.dataset.prefix;
+  const bytes = (text) => Uint8Array.from(atob(text.replace(/-/g, '+').replace(/_/g, '/')
+    + '==='.slice((text.length + 3) % 4)), (c) => c.charCodeAt(0));
+  const text = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
+    .replace(/[+]/g, '-').replace(/[/]/g, '_').replace(/=+$/, '');
+  button.addEventListener('click', async () => {
+    try {
+      const started = await fetch(prefix + '/api/second-factor/passkeys/start',
+        { method: 'POST', credentials: 'same-origin' });
+      if (!started.ok) throw new Error((await started.json()).error.message);
+      const { ceremony, options } = await started.json();
+      const key = options.publicKey;
+      key.challenge = bytes(key.challenge);
+      key.user.id = bytes(key.user.id);
+      (key.excludeCredentials || []).forEach((c) => { c.id = bytes(c.id); });
+      const made = await navigator.credentials.create({ publicKey: key });
+      const credential = {
+        id: made.id, rawId: text(made.rawId), type: made.type, extensions: {},
+        response: {
+          attestationObject: text(made.response.attestationObject),
+          clientDataJSON: text(made.response.clientDataJSON),
+        },
+      };
+      const name = document.getElementById('passkey-name').value;
+      const stored = await fetch(prefix + '/api/second-factor/passkeys', {
+        method: 'POST', credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ ceremony, name, credential }),
+      });
+      if (!stored.ok) throw new Error((await stored.json()).error.message);
+      location.reload();
+    } catch (error) {
+      status.textContent = 'The passkey was not added: ' + error.message;
+    }
+  });
+})();";
