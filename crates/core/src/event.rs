@@ -98,6 +98,8 @@ pub enum EventKind {
     SecondFactorDisabled,
     /// A backup code was used (details say how many remain).
     BackupCodeUsed,
+    /// An account's e-mail address was changed.
+    EmailChanged,
 }
 
 impl EventKind {
@@ -144,6 +146,7 @@ impl EventKind {
             Self::SecondFactorEnabled => "second_factor_enabled",
             Self::SecondFactorDisabled => "second_factor_disabled",
             Self::BackupCodeUsed => "backup_code_used",
+            Self::EmailChanged => "email_changed",
         }
     }
 
@@ -171,7 +174,8 @@ impl EventKind {
             | Self::AccountLocked
             | Self::CsrfRejected
             | Self::SecondFactorDisabled
-            | Self::BackupCodeUsed => Severity::Medium,
+            | Self::BackupCodeUsed
+            | Self::EmailChanged => Severity::Medium,
             Self::RequestTimeout
             | Self::ConnectionLimitReached
             | Self::CorsDenied

@@ -1180,6 +1180,79 @@ impl Identity {
         Ok(())
     }
 
+    /// Changes the caller's e-mail address, a sensitive action: an account with a second factor
+    /// must have proved it within the step-up window, one without must give its password. The
+    /// new address is unverified until its owner follows the link mailed to it; the old one is
+    /// told.
+    pub async fn change_email(
+        &self,
+        principal: &Principal,
+        new_email: &str,
+        current_password: Option<&str>,
+    ) -> Result<Account, IdentityError> {
+        let account = &principal.account;
+        let enrolled = match &self.second_factors {
+            Some(factors) => factors.enrolled(&account.id).await?,
+            None => false,
+        };
+        if enrolled {
+            if !self.stepped_up(principal) {
+                return Err(IdentityError::StepUpRequired);
+            }
+        } else {
+            let row = self
+                .store
+                .account_by_id(&account.id)
+                .await?
+                .ok_or(IdentityError::NotFound)?;
+            let given = current_password.unwrap_or("");
+            if self
+                .hasher
+                .verify(given, row.password_hash.as_deref())
+                .await?
+                == Verified::No
+            {
+                return Err(IdentityError::WrongPassword);
+            }
+        }
+        let email = Email::parse(new_email)?;
+        if self.store.account_by_email(email.as_str()).await?.is_some() {
+            return Err(IdentityError::Exists);
+        }
+        if !self
+            .store
+            .set_account_email(&account.id, email.as_str(), self.now_ms())
+            .await?
+        {
+            return Err(IdentityError::NotFound);
+        }
+        self.sessions.forget_account(&account.id);
+        self.mail_link(
+            &account.id,
+            email.as_str(),
+            TokenPurpose::Verify,
+            "Confirm your new e-mail address",
+            "Follow this link to confirm this address for your account:",
+        )
+        .await?;
+        if let Some(mail) = &self.mail {
+            mail.mailer.send_later(crate::mail::Mail {
+                to: account.email.clone(),
+                subject: "Your e-mail address was changed".into(),
+                body: "The e-mail address of your account was just changed to another one.\n\n\
+                       If this was not you, reset your password from the new address's link or \
+                       contact your administrator now.\n"
+                    .into(),
+            });
+        }
+        let row = self
+            .store
+            .account_by_id(&account.id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        Ok(Account::from(&row))
+    }
+
     /// Sets a password chosen by an operator or a reset, with the policy and history checks.
     pub async fn set_password(&self, row: &AccountRow, new: &str) -> Result<(), IdentityError> {
         let mut failures = self.config.policy.check(new, &row.email, &row.display_name);

@@ -163,6 +163,24 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Changes the e-mail address, which is then unverified; false when no such account.
+    pub async fn set_account_email(
+        &self,
+        id: &str,
+        email: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE accounts SET email = $1, email_verified = 0, updated_at = $2 WHERE id = $3",
+        )
+        .bind(email)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Marks the e-mail address verified; false when no such account.
     pub async fn set_email_verified(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let done =

@@ -173,6 +173,15 @@ struct Reset {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct EmailChange {
+    email: String,
+    /// Needed when the account has no second factor.
+    #[serde(default)]
+    current_password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PasswordChange {
     current_password: String,
     new_password: String,
@@ -491,6 +500,39 @@ impl Gateway {
                 let principal = self.session_principal(handle, token, ctx).await?;
                 let rest = path.trim_start_matches("api/keys").to_owned();
                 self.api_keys_api(request, &rest, principal, ctx).await
+            }
+            (Method::POST, "api/email") => {
+                let principal = self.session_principal(handle, token, ctx).await?;
+                let body: EmailChange = read_json(request, max, timeout).await?;
+                let changed = handle
+                    .run(move |identity| async move {
+                        identity
+                            .change_email(&principal, &body.email, body.current_password.as_deref())
+                            .await
+                    })
+                    .await;
+                match changed {
+                    Ok(account) => {
+                        self.emit_details(
+                            EventKind::EmailChanged,
+                            ctx,
+                            serde_json::json!({ "email": mask_pii(&account.email) }),
+                        )
+                        .await;
+                        Ok(respond::json(
+                            StatusCode::OK,
+                            &serde_json::json!({ "user": account_json(&account) }),
+                        ))
+                    }
+                    Err(IdentityError::StepUpRequired) => Err((
+                        Reject::StepUpRequired,
+                        "changing the e-mail address needs a recent second factor".into(),
+                    )),
+                    Err(IdentityError::Exists) => {
+                        Err((Reject::Conflict, "another account has this address".into()))
+                    }
+                    Err(error) => self.identity_error(error, ctx),
+                }
             }
             (Method::POST, "api/password") => {
                 let principal = self.session_principal(handle, token, ctx).await?;

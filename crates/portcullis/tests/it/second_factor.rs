@@ -195,6 +195,19 @@ fn totp_enrolment_login_replay_backup_codes_and_step_up() {
         &[ORIGIN, &session],
     );
     assert_eq!(key.status, 403, "creating an API key: {}", key.body);
+    let email = send_json(
+        addr,
+        "POST",
+        "/auth/api/email",
+        r#"{"email":"elsewhere@example.com"}"#,
+        &[ORIGIN, &session],
+    );
+    assert_eq!(
+        email.status, 403,
+        "changing the e-mail address: {}",
+        email.body
+    );
+    assert!(email.body.contains("step_up_required"), "{}", email.body);
     assert!(key.body.contains("step_up_required"), "{}", key.body);
     let step_up = send_json(
         addr,
@@ -770,4 +783,47 @@ fn emailed_codes_serve_as_the_second_factor_once_each() {
     let again = json(&password_step(addr));
     let challenge = again["error"]["challenge"].as_str().expect("challenge");
     assert_eq!(second(challenge, &code).status, 401);
+}
+
+/// Changing the e-mail address: without a second factor it takes the current password; the
+/// new address is unverified, logins use it, and an address another account has is refused.
+#[test]
+fn changing_the_email_address_needs_the_password_without_a_second_factor() {
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let addr = gateway.addr;
+    for email in [EMAIL, "taken@example.com"] {
+        let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
+        let registered = send_json(addr, "POST", "/auth/api/register", &body, &[ORIGIN]);
+        assert_eq!(registered.status, 202, "{}", registered.body);
+    }
+    let session = session_of(&password_step(addr));
+    let change = |body: &str| send_json(addr, "POST", "/auth/api/email", body, &[ORIGIN, &session]);
+    assert_eq!(change(r#"{"email":"new@example.com"}"#).status, 403);
+    assert_eq!(
+        change(r#"{"email":"new@example.com","current_password":"not it at all"}"#).status,
+        403
+    );
+    let taken = change(&format!(
+        r#"{{"email":"taken@example.com","current_password":"{PASSWORD}"}}"#
+    ));
+    assert_eq!(taken.status, 409, "{}", taken.body);
+    let changed = change(&format!(
+        r#"{{"email":"New@Example.com","current_password":"{PASSWORD}"}}"#
+    ));
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let user = &json(&changed)["user"];
+    assert_eq!(user["email"], "new@example.com");
+    assert_eq!(user["email_verified"], false);
+    let login = |email: &str| {
+        let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
+        send_json(addr, "POST", "/auth/api/login", &body, &[ORIGIN]).status
+    };
+    assert_eq!(login("new@example.com"), 200);
+    assert_eq!(login(EMAIL), 401);
 }
