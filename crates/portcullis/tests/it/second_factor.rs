@@ -280,6 +280,18 @@ fn stored_second_factor(data_dir: &std::path::Path) -> String {
     })
 }
 
+/// A gateway (development profile, open registration) with one `/app` route behind a session.
+fn open_gateway() -> (Upstream, Gateway) {
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    (upstream, gateway)
+}
+
 /// A gateway with one `/app` route behind a session, and an account with TOTP confirmed.
 struct Enrolled {
     _upstream: Upstream,
@@ -318,13 +330,7 @@ fn confirm_totp(addr: SocketAddr, session: &str) -> (String, Vec<String>) {
 }
 
 fn enrolled() -> Enrolled {
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let (upstream, gateway) = open_gateway();
     let addr = gateway.addr;
     let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
     assert_eq!(
@@ -583,13 +589,7 @@ fn remembered_browsers_skip_the_second_step_until_the_password_changes() {
 /// create an API key (shown once) and revoke it; plain forms, no script.
 #[test]
 fn the_security_page_sets_up_totp_and_makes_api_keys() {
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let (_upstream, gateway) = open_gateway();
     let addr = gateway.addr;
     let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
     assert_eq!(
@@ -789,13 +789,7 @@ fn emailed_codes_serve_as_the_second_factor_once_each() {
 /// new address is unverified, logins use it, and an address another account has is refused.
 #[test]
 fn changing_the_email_address_needs_the_password_without_a_second_factor() {
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let (_upstream, gateway) = open_gateway();
     let addr = gateway.addr;
     for email in [EMAIL, "taken@example.com"] {
         let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
