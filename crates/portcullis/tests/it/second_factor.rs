@@ -229,6 +229,34 @@ fn totp_enrolment_login_replay_backup_codes_and_step_up() {
         "creating an API key after a step-up: {}",
         key.body
     );
+    // New backup codes end the old ones.
+    let renewed = send_json(
+        addr,
+        "POST",
+        "/auth/api/second-factor/backup-codes",
+        "",
+        &[ORIGIN, &session],
+    );
+    assert_eq!(renewed.status, 200, "{}", renewed.body);
+    let renewed: Vec<String> = json(&renewed)["backup_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect();
+    assert_eq!(renewed.len(), 10);
+    let step_up_with = |code: &str| {
+        send_json(
+            addr,
+            "POST",
+            "/auth/api/second-factor/step-up",
+            &format!(r#"{{"backup_code":"{code}"}}"#),
+            &[ORIGIN, &session],
+        )
+        .status
+    };
+    assert_eq!(step_up_with(&backup[2]), 401, "an old backup code");
+    assert_eq!(step_up_with(&renewed[0]), 204, "a new backup code");
     let removed = send_json(
         addr,
         "DELETE",
