@@ -118,10 +118,7 @@ impl Gateway {
                 Ok(response)
             }
             (Method::POST, "/totp/confirm") => {
-                let body: Code = super::api::read_json(request, max, timeout).await?;
-                let Some(code) = body.code else {
-                    return Err((Reject::BadRequest, "send the code".into()));
-                };
+                let code = confirm_code(request, max, timeout).await?;
                 let codes =
                     handle
                         .run(move |identity| async move {
@@ -129,19 +126,7 @@ impl Gateway {
                         })
                         .await
                         .map_err(failure)?;
-                let Some(codes) = codes else {
-                    return Ok(wrong_code(ctx));
-                };
-                self.emit_details(
-                    EventKind::SecondFactorEnabled,
-                    ctx,
-                    serde_json::json!({ "method": "totp" }),
-                )
-                .await;
-                Ok(respond::json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "backup_codes": codes }),
-                ))
+                Ok(self.enabled(codes, "totp", ctx).await)
             }
             (Method::POST, "/step-up") => {
                 let proof = super::api::read_json::<Code>(request, max, timeout)
@@ -188,29 +173,14 @@ impl Gateway {
                 ))
             }
             (Method::POST, "/email/confirm") => {
-                let body: Code = super::api::read_json(request, max, timeout).await?;
-                let Some(code) = body.code else {
-                    return Err((Reject::BadRequest, "send the code".into()));
-                };
+                let code = confirm_code(request, max, timeout).await?;
                 let codes = handle
                     .run(move |identity| async move {
                         identity.confirm_email_factor(&principal, &code).await
                     })
                     .await
                     .map_err(failure)?;
-                let Some(codes) = codes else {
-                    return Ok(wrong_code(ctx));
-                };
-                self.emit_details(
-                    EventKind::SecondFactorEnabled,
-                    ctx,
-                    serde_json::json!({ "method": "email_code" }),
-                )
-                .await;
-                Ok(respond::json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "backup_codes": codes }),
-                ))
+                Ok(self.enabled(codes, "email_code", ctx).await)
             }
             (Method::POST, "/passkeys/start") => {
                 let ceremony = handle
@@ -377,6 +347,42 @@ impl Gateway {
             _ => Err((Reject::NoRoute, String::new())),
         }
     }
+}
+
+impl Gateway {
+    /// The answer to a confirmed setup: the event and the backup codes, shown once; or 401 for
+    /// a wrong code.
+    async fn enabled(
+        &self,
+        codes: Option<Vec<String>>,
+        method: &str,
+        ctx: &RequestContext<'_>,
+    ) -> Response<Body> {
+        let Some(codes) = codes else {
+            return wrong_code(ctx);
+        };
+        self.emit_details(
+            EventKind::SecondFactorEnabled,
+            ctx,
+            serde_json::json!({ "method": method }),
+        )
+        .await;
+        respond::json(
+            StatusCode::OK,
+            &serde_json::json!({ "backup_codes": codes }),
+        )
+    }
+}
+
+/// The code of a confirmation body.
+async fn confirm_code(
+    request: Request<Incoming>,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<String, Rejection> {
+    let body: Code = super::api::read_json(request, max, timeout).await?;
+    body.code
+        .ok_or_else(|| (Reject::BadRequest, "send the code".into()))
 }
 
 fn wrong_code(ctx: &RequestContext<'_>) -> Response<Body> {

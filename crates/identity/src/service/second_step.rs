@@ -194,15 +194,21 @@ impl Identity {
             .verify(&account.id, &account.email, proof)
             .await?;
         if let Some(accepted) = accepted {
-            self.store
-                .set_session_second_factor(&principal.session_id, self.now_ms())
-                .await?;
-            self.sessions.forget_session(&principal.session_id);
+            self.mark_second_factor(principal).await?;
             if let Accepted::BackupCode { remaining } = accepted {
                 self.notify_backup_code_used(account, remaining);
             }
         }
         Ok(accepted)
+    }
+
+    /// Records that the session proved a second factor now (and drops its cached copy).
+    async fn mark_second_factor(&self, principal: &Principal) -> Result<(), IdentityError> {
+        self.store
+            .set_session_second_factor(&principal.session_id, self.now_ms())
+            .await?;
+        self.sessions.forget_session(&principal.session_id);
+        Ok(())
     }
 
     /// Whether the session proved a second factor within the step-up window.
@@ -243,10 +249,7 @@ impl Identity {
             .confirm_totp(&account.id, &account.email, code)
             .await?;
         if codes.is_some() {
-            self.store
-                .set_session_second_factor(&principal.session_id, self.now_ms())
-                .await?;
-            self.sessions.forget_session(&principal.session_id);
+            self.mark_second_factor(principal).await?;
         }
         Ok(codes)
     }
@@ -331,10 +334,7 @@ impl Identity {
             .confirm_email(&principal.account.id, code)
             .await?;
         if codes.is_some() {
-            self.store
-                .set_session_second_factor(&principal.session_id, self.now_ms())
-                .await?;
-            self.sessions.forget_session(&principal.session_id);
+            self.mark_second_factor(principal).await?;
         }
         Ok(codes)
     }
@@ -365,10 +365,7 @@ impl Identity {
             .finish_registration(&principal.account.id, ceremony, name, answer)
             .await
             .map_err(SecondFactorError::from)?;
-        self.store
-            .set_session_second_factor(&principal.session_id, self.now_ms())
-            .await?;
-        self.sessions.forget_session(&principal.session_id);
+        self.mark_second_factor(principal).await?;
         Ok(info)
     }
 
