@@ -2,8 +2,8 @@
 # What API-key authentication costs on the request path, beside nginx doing the same: one
 # Portcullis (production profile) with the same upstream behind an open route and a route that
 # needs an API key with a scope; one nginx proxy with an open location and one that compares
-# X-API-Key with a fixed key (the most nginx can do alone). Runs alternate with wrk so the
-# machine's drift hits all alike; prints each round, then keyed/open for each proxy. Also runs
+# X-API-Key with a fixed key (the most nginx can do alone). Runs alternate with wrk, in ABBA
+# order, so the machine's drift hits all alike; prints each round, then keyed/open for each proxy. Also runs
 # the verification micro-benchmark (one API key or session check on a cache hit).
 # Bounded: ROUNDS x 4 runs of DURATION seconds.
 # Usage: bench/apikey/run.sh [duration_seconds=5] [rounds=3] [connections=64]
@@ -73,7 +73,11 @@ status=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $KEY" "http://127
 declare -A total
 for run in portcullis-open portcullis-keyed nginx-open nginx-keyed; do total[$run]=0; done
 for round in $(seq "$ROUNDS"); do
-  for run in portcullis-open portcullis-keyed nginx-open nginx-keyed; do
+  # ABBA: every other round runs keyed first, so a drift of the machine within a round falls on
+  # both sides alike.
+  order="portcullis-open portcullis-keyed nginx-open nginx-keyed"
+  (( round % 2 == 0 )) && order="portcullis-keyed portcullis-open nginx-keyed nginx-open"
+  for run in $order; do
     port=$([[ $run == portcullis-* ]] && echo $PORTCULLIS_PORT || echo $NGINX_PORT)
     path=$([[ $run == *-keyed ]] && echo /keyed/x || echo /open/x)
     rps=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -H "X-API-Key: $KEY" "http://127.0.0.1:$port$path" \

@@ -93,7 +93,7 @@ pub(crate) struct RequestContext<'g> {
     /// The authenticated account, for events.
     pub(crate) user_id: Option<String>,
     /// Identity headers for the upstream, set by authentication.
-    pub(crate) identity_headers: Vec<(header::HeaderName, HeaderValue)>,
+    pub(crate) identity_headers: auth::IdentityHeaders,
     /// The API key the request authenticated with, for rate limits keyed by key.
     pub(crate) api_key_id: Option<String>,
     /// The header that carried a credential meant for the gateway (an API key): the upstream
@@ -169,7 +169,7 @@ impl Gateway {
             waf_rules: None,
             event_recorded: false,
             user_id: None,
-            identity_headers: Vec::new(),
+            identity_headers: auth::IdentityHeaders::default(),
             api_key_id: None,
             spent_credential: None,
             rate_fields: Vec::new(),
@@ -508,10 +508,10 @@ impl Gateway {
                 .verify_api_key(key, ctx.client.ip)
                 .await
                 .map_err(auth::api::service_failure)?;
-            let hint: String = key.chars().take(prefix.len() + 4).collect();
             let key = match verdict {
                 Ok(key) => key,
                 Err(denied) => {
+                    let hint: String = key.chars().take(prefix.len() + 4).collect();
                     let reject = if denied == KeyDenied::Network {
                         Reject::ApiKeyNetwork
                     } else {
@@ -610,9 +610,7 @@ impl Gateway {
             ));
         }
         if let (Some(handle), Some(settings)) = (&self.identity, &self.settings.identity) {
-            let identity_token = handle.identity_token(caller);
-            ctx.identity_headers =
-                auth::identity_headers(caller, settings.header_style, identity_token);
+            ctx.identity_headers = handle.identity_headers(caller, settings.header_style);
         }
         Ok(())
     }

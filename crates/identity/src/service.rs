@@ -525,7 +525,7 @@ impl Identity {
     }
 
     /// A short-lived identity token for the upstream, when tokens are on.
-    pub fn identity_token(&self, subject: &Subject<'_>, auth: &str) -> Option<String> {
+    pub fn identity_token(&self, subject: &Subject<'_>, auth: &str) -> Option<(String, Claims)> {
         self.tokens.as_ref()?.issue_identity(subject, auth).ok()
     }
 

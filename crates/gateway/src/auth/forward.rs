@@ -66,7 +66,7 @@ impl Gateway {
                 self.authorize(&caller, &need, ctx)?;
                 let mut response = Response::new(empty());
                 let out = response.headers_mut();
-                for (name, value) in &ctx.identity_headers {
+                for (name, value) in ctx.identity_headers.iter() {
                     out.insert(name.clone(), value.clone());
                 }
                 out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

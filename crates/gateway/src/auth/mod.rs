@@ -12,14 +12,15 @@ mod forward;
 pub(crate) mod keys;
 mod pages;
 mod second_factor;
+mod upstream_identity;
 
 pub(crate) use keys::X_API_KEY;
 
 pub(crate) use pages::{redirect_to_login, safe_next};
+pub(crate) use upstream_identity::IdentityHeaders;
 
 use std::future::Future;
 
-use http::header::{HeaderName, HeaderValue};
 use portcullis_identity::tokens::{Claims, Subject};
 use portcullis_identity::{Identity, IdentityError, Principal};
 
@@ -32,6 +33,7 @@ pub struct IdentityHandle {
     runtime: tokio::runtime::Handle,
     /// SHA-256 of the one-time bootstrap token, while no admin exists.
     bootstrap: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    upstream_identity: std::sync::Arc<upstream_identity::Cache>,
 }
 
 impl std::fmt::Debug for IdentityHandle {
@@ -47,6 +49,7 @@ impl IdentityHandle {
             identity,
             runtime: tokio::runtime::Handle::current(),
             bootstrap: std::sync::Arc::default(),
+            upstream_identity: std::sync::Arc::default(),
         }
     }
 
@@ -95,10 +98,25 @@ impl IdentityHandle {
         self.runtime.spawn(work(self.identity.clone()));
     }
 
-    /// A signed identity token for the upstream (no store access, so no runtime hop).
-    pub(crate) fn identity_token(&self, caller: &Caller) -> Option<String> {
-        self.identity
-            .identity_token(&caller.subject(), caller.method)
+    /// The identity headers for the upstream, with a signed identity token; built once per
+    /// caller and reused while the token has more than half its life left (no store access,
+    /// so no runtime hop).
+    pub(crate) fn identity_headers(
+        &self,
+        caller: &Caller,
+        style: IdentityHeaderStyle,
+    ) -> IdentityHeaders {
+        self.upstream_identity
+            .headers(caller, style, unix_now(), |caller| {
+                let (token, claims) = self
+                    .identity
+                    .identity_token(&caller.subject(), caller.method)?;
+                Some(upstream_identity::Signed {
+                    token,
+                    issued_at: claims.iat,
+                    expires_at: claims.exp,
+                })
+            })
     }
 
     /// The JWKS document, when tokens are on.
@@ -216,53 +234,6 @@ impl Caller {
     }
 }
 
-/// The identity headers for `caller`, in the configured style, with the signed identity token
-/// when there is one. Values that are not valid header text (a display name with a newline)
-/// are left out rather than sent mangled.
-pub(crate) fn identity_headers(
-    caller: &Caller,
-    style: IdentityHeaderStyle,
-    identity_token: Option<String>,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let roles = caller.roles.join(",");
-    let names: [(&'static str, &str); 4] = match style {
-        IdentityHeaderStyle::Portcullis => [
-            ("x-portcullis-user", &caller.id),
-            ("x-portcullis-email", &caller.email),
-            ("x-portcullis-name", &caller.name),
-            ("x-portcullis-roles", &roles),
-        ],
-        IdentityHeaderStyle::Authelia => [
-            ("remote-user", &caller.id),
-            ("remote-email", &caller.email),
-            ("remote-name", &caller.name),
-            ("remote-groups", &roles),
-        ],
-    };
-    let scopes = caller.scopes.join(" ");
-    let key_id = caller.key_id.as_deref().unwrap_or_default();
-    let common = [
-        ("x-portcullis-auth", caller.method),
-        ("x-portcullis-scopes", scopes.as_str()),
-        ("x-portcullis-key-id", key_id),
-    ];
-    let mut headers: Vec<(HeaderName, HeaderValue)> = names
-        .into_iter()
-        .chain(common)
-        .filter(|(_, value)| !value.is_empty())
-        .filter_map(|(name, value)| {
-            Some((
-                HeaderName::from_static(name),
-                HeaderValue::from_str(value).ok()?,
-            ))
-        })
-        .collect();
-    if let Some(token) = identity_token.and_then(|t| HeaderValue::from_str(&t).ok()) {
-        headers.push((HeaderName::from_static("x-portcullis-identity"), token));
-    }
-    headers
-}
-
 /// The token of `Authorization: Bearer <token>`.
 pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -270,4 +241,13 @@ pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
+}
+
+/// Seconds since the Unix epoch, the clock identity tokens are issued on.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
 }
