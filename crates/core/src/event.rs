@@ -46,6 +46,10 @@ pub enum EventKind {
     LoginThrottled,
     /// An account was locked (by an operator or the brute-force defence).
     AccountLocked,
+    /// An operator unlocked an account.
+    AccountUnlocked,
+    /// An operator replaced an account's roles.
+    RolesChanged,
     /// A password was set or changed.
     PasswordChanged,
     /// An account was created.
@@ -121,6 +125,8 @@ impl EventKind {
             Self::LoginFailure => "login_failure",
             Self::LoginThrottled => "login_throttled",
             Self::AccountLocked => "account_locked",
+            Self::AccountUnlocked => "account_unlocked",
+            Self::RolesChanged => "roles_changed",
             Self::PasswordChanged => "password_changed",
             Self::AccountCreated => "account_created",
             Self::SessionRevoked => "session_revoked",
@@ -172,6 +178,8 @@ impl EventKind {
             Self::LoginFailure | Self::AccessDenied => Severity::Low,
             Self::LoginThrottled
             | Self::AccountLocked
+            | Self::AccountUnlocked
+            | Self::RolesChanged
             | Self::CsrfRejected
             | Self::SecondFactorDisabled
             | Self::BackupCodeUsed

@@ -1,8 +1,9 @@
-//! The admin listener: `/metrics` (Prometheus), `/healthz` (the process runs) and `/readyz`
-//! (the store and the shared state answer, within 2 s each). It belongs on a private address;
-//! it serves nothing else.
+//! The admin listener: `/metrics` (Prometheus), `/healthz` (the process runs), `/readyz`
+//! (the store and the shared state answer, within 2 s each) and the admin API
+//! ([`crate::admin_api`]). It belongs on a private address; it serves nothing else.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, header};
@@ -10,12 +11,15 @@ use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_store::Store;
 
+use crate::admin_api::AdminApi;
 use crate::body::{Body, full};
 
 pub(crate) struct Admin {
     pub(crate) metrics: PrometheusHandle,
     pub(crate) store: Option<Store>,
     pub(crate) state: portcullis_state::SharedState,
+    /// The admin API, when identity is on.
+    pub(crate) api: Option<AdminApi>,
 }
 
 /// How long a readiness check waits for the store or the shared state.
@@ -25,7 +29,14 @@ impl Admin {
     pub(crate) async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
+        peer: IpAddr,
     ) -> Result<Response<Body>, Infallible> {
+        if let Some(rest) = request.uri().path().strip_prefix("/admin/api/")
+            && let Some(api) = &self.api
+        {
+            let rest = rest.to_owned();
+            return Ok(api.handle(request, &rest, peer).await);
+        }
         let (status, content_type, body) = match request.uri().path() {
             "/metrics" => (
                 StatusCode::OK,

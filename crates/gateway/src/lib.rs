@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod admin_api;
 mod alert;
 mod auth;
 mod body;

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
+use crate::admin_api::AdminApi;
 use crate::auth::IdentityHandle;
 use crate::events::EventSink;
 use crate::respond;
@@ -159,6 +160,7 @@ pub async fn start(settings: Settings, services: Services) -> Result<Running, St
             })?;
         workers.push(handoff);
     }
+    let admin_events = events.clone();
     let acceptor = Acceptor {
         slots: Arc::new(Semaphore::new(settings.max_connections)),
         overload: Arc::new(OverloadReporter::default()),
@@ -171,6 +173,10 @@ pub async fn start(settings: Settings, services: Services) -> Result<Running, St
         metrics,
         store,
         state,
+        api: identity.map(|identity| AdminApi {
+            identity,
+            events: admin_events,
+        }),
     });
     let admin = tokio::spawn(serve_admin(admin_listener, admin));
     Ok(Running {
@@ -443,13 +449,13 @@ impl OverloadReporter {
 
 async fn serve_admin(listener: TcpListener, admin: Arc<Admin>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let admin = admin.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| admin.clone().handle(request));
+            let service = service_fn(move |request| admin.clone().handle(request, peer.ip()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))

@@ -418,16 +418,7 @@ impl Gateway {
                     .map_err(service_failure)?;
                 let list: Vec<serde_json::Value> = sessions
                     .iter()
-                    .map(|s| {
-                        serde_json::json!({
-                            "id": s.id,
-                            "created_at": rfc3339(s.created_at),
-                            "last_seen_at": rfc3339(s.last_seen_at),
-                            "ip": s.client_ip,
-                            "user_agent": s.user_agent,
-                            "current": s.id == principal.session_id,
-                        })
-                    })
+                    .map(|s| session_json(s, Some(&principal.session_id)))
                     .collect();
                 Ok(respond::json(
                     StatusCode::OK,
@@ -1123,7 +1114,7 @@ pub(crate) fn service_failure(error: IdentityError) -> Rejection {
 }
 
 /// Reads a JSON body of at most `max` bytes within `timeout`.
-pub(super) async fn read_json<T: DeserializeOwned>(
+pub(crate) async fn read_json<T: DeserializeOwned>(
     request: Request<Incoming>,
     max: usize,
     timeout: Duration,
@@ -1169,8 +1160,26 @@ pub(super) async fn read_json<T: DeserializeOwned>(
     })
 }
 
-fn account_json(account: &Account) -> serde_json::Value {
+pub(crate) fn account_json(account: &Account) -> serde_json::Value {
     serde_json::to_value(account).unwrap_or_default()
+}
+
+/// A session as its owner or an operator sees it; `current` marks the one asking.
+pub(crate) fn session_json(
+    session: &portcullis_store::SessionRow,
+    current: Option<&str>,
+) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "id": session.id,
+        "created_at": rfc3339(session.created_at),
+        "last_seen_at": rfc3339(session.last_seen_at),
+        "ip": session.client_ip,
+        "user_agent": session.user_agent,
+    });
+    if let Some(current) = current {
+        value["current"] = serde_json::Value::from(session.id == current);
+    }
+    value
 }
 
 fn rfc3339(unix_ms: i64) -> Option<String> {

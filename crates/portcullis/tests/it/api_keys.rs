@@ -24,7 +24,7 @@ fn config(upstream: &Upstream, extra: &str) -> String {
 
 /// `portcullis apikey ARGS...` against `target` (`--data-dir DIR`, or nothing with the store
 /// in `env`); returns the parsed `--json` output of `create` and `rotate`.
-fn apikey(target: &[&str], args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+pub(crate) fn apikey(target: &[&str], args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let mut all = vec!["apikey"];
     all.extend_from_slice(target);
     all.extend_from_slice(args);
@@ -33,7 +33,18 @@ fn apikey(target: &[&str], args: &[&str], env: &[(&str, &str)]) -> serde_json::V
     serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null)
 }
 
-fn key_of(created: &serde_json::Value) -> (String, String) {
+/// The arguments that point the CLI at a running gateway's file and data dir.
+pub(crate) fn cli_target(gateway: &Gateway) -> [String; 4] {
+    let dir = &gateway.dir.0;
+    [
+        "-c".to_owned(),
+        dir.join("portcullis.toml").display().to_string(),
+        "--data-dir".to_owned(),
+        dir.join("data").display().to_string(),
+    ]
+}
+
+pub(crate) fn key_of(created: &serde_json::Value) -> (String, String) {
     let id = created["id"].as_str().expect("id").to_owned();
     let key = created["key"].as_str().expect("key").to_owned();
     (id, key)
@@ -83,14 +94,8 @@ fn api_keys_made_by_the_cli_authenticate_and_are_refused_when_they_should_be() {
     let upstream = Upstream::start("app");
     let gateway = Gateway::start(&config(&upstream, ""), &[]);
     // The CLI reads the gateway's file (the key prefix) and its data dir (store, server key).
-    let data = gateway.dir.0.join("data");
-    let file = gateway.dir.0.join("portcullis.toml");
-    let dir = [
-        "-c",
-        file.to_str().expect("utf8"),
-        "--data-dir",
-        data.to_str().expect("utf8"),
-    ];
+    let target = cli_target(&gateway);
+    let dir = target.each_ref().map(String::as_str);
     let (id, key) = key_of(&apikey(
         &dir,
         &[
@@ -432,14 +437,8 @@ fn rate_limits_keyed_by_api_key() {
         upstream.url()
     );
     let gateway = Gateway::start(&format!("{}{extra}", config(&upstream, "")), &[]);
-    let data = gateway.dir.0.join("data");
-    let file = gateway.dir.0.join("portcullis.toml");
-    let dir = [
-        "-c",
-        file.to_str().expect("utf8"),
-        "--data-dir",
-        data.to_str().expect("utf8"),
-    ];
+    let target = cli_target(&gateway);
+    let dir = target.each_ref().map(String::as_str);
     let (_, first) = key_of(&apikey(&dir, &["create", "--name", "one", "--json"], &[]));
     let (_, second) = key_of(&apikey(&dir, &["create", "--name", "two", "--json"], &[]));
     assert_eq!(

@@ -9,6 +9,7 @@
     reason = "a test binary exports nothing; pub marks the harness API"
 )]
 
+mod admin_api;
 mod api_keys;
 mod audit;
 mod bot;
