@@ -71,7 +71,13 @@ impl AdminApi {
                     internal,
                     "admin API"
                 );
-                respond::error_response(reject, &request_id, false, ErrorDetail::Generic, "")
+                // What was wrong with the operator's own input is theirs to see; nothing else.
+                let detail = if reject == Reject::BadRequest {
+                    ErrorDetail::Detailed
+                } else {
+                    ErrorDetail::Generic
+                };
+                respond::error_response(reject, &request_id, false, detail, &internal)
             }
         }
     }

@@ -109,10 +109,9 @@ fn operators_with_an_admin_key_manage_accounts_and_sessions() {
     // New roles end the sessions; the next login carries them. A bad role name is refused.
     let cookie = session_cookie(&login(&gateway));
     let roles = format!("/admin/api/users/{id}/roles");
-    assert_eq!(
-        call("PUT", &roles, r#"{"roles":["user","bad role"]}"#).status,
-        400
-    );
+    let bad = call("PUT", &roles, r#"{"roles":["user","bad role"]}"#);
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("invalid role name"), "{}", bad.body);
     assert_eq!(
         call("PUT", &roles, r#"{"roles":["user","billing"]}"#).status,
         204
