@@ -25,7 +25,7 @@ use crate::settings::ErrorDetail;
 use crate::stack::Rejection;
 
 /// The scope a key needs here.
-pub(crate) const ADMIN_SCOPE: &str = "admin";
+const ADMIN_SCOPE: &str = "admin";
 
 /// Largest request body (a list of roles).
 const MAX_BODY: usize = 16 * 1024;

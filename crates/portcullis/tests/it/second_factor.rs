@@ -15,6 +15,16 @@ fn json(reply: &Reply) -> serde_json::Value {
     serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
 }
 
+/// The backup codes an answer shows (once).
+fn backup_codes(reply: &Reply) -> Vec<String> {
+    json(reply)["backup_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect()
+}
+
 /// The code an authenticator app shows `offset` seconds from now.
 fn code(secret: &str, offset: i64) -> String {
     let bytes = totp_rs::Secret::try_from_base32(secret).expect("base32 secret");
@@ -127,12 +137,7 @@ fn totp_enrolment_login_replay_backup_codes_and_step_up() {
         &[ORIGIN, &session],
     );
     assert_eq!(confirm.status, 200, "{}", confirm.body);
-    let backup: Vec<String> = json(&confirm)["backup_codes"]
-        .as_array()
-        .expect("codes")
-        .iter()
-        .map(|c| c.as_str().expect("code").to_owned())
-        .collect();
+    let backup = backup_codes(&confirm);
     assert_eq!(backup.len(), 10);
     // At rest: the secret sealed (with its key id), the backup codes as keyed hashes.
     let stored = stored_second_factor(&gateway.dir.0.join("data"));
@@ -238,12 +243,7 @@ fn totp_enrolment_login_replay_backup_codes_and_step_up() {
         &[ORIGIN, &session],
     );
     assert_eq!(renewed.status, 200, "{}", renewed.body);
-    let renewed: Vec<String> = json(&renewed)["backup_codes"]
-        .as_array()
-        .expect("codes")
-        .iter()
-        .map(|c| c.as_str().expect("code").to_owned())
-        .collect();
+    let renewed = backup_codes(&renewed);
     assert_eq!(renewed.len(), 10);
     let step_up_with = |code: &str| {
         send_json(
@@ -348,13 +348,7 @@ fn confirm_totp(addr: SocketAddr, session: &str) -> (String, Vec<String>) {
         &[ORIGIN, session],
     );
     assert_eq!(confirm.status, 200, "{}", confirm.body);
-    let backup = json(&confirm)["backup_codes"]
-        .as_array()
-        .expect("backup codes")
-        .iter()
-        .map(|c| c.as_str().expect("code").to_owned())
-        .collect();
-    (secret, backup)
+    (secret, backup_codes(&confirm))
 }
 
 fn enrolled() -> Enrolled {

@@ -105,14 +105,7 @@ impl Gateway {
                     "<p>Scan this code with your authenticator app, or type the key in.</p>{svg}\
                      <p>Key: <code>{secret}</code></p>{confirm}",
                     secret = escape_html(&setup.secret),
-                    confirm = form(
-                        &prefix,
-                        "totp/confirm",
-                        &csrf,
-                        "<p><label for=\"code\">The 6-digit code it shows</label><br>\
-                         <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required></p>",
-                        "Turn on",
-                    ),
+                    confirm = totp_confirm_form(&prefix, &csrf),
                 );
                 Ok(html_page("Set up an authenticator app", None, &body))
             }
@@ -128,14 +121,7 @@ impl Gateway {
                         .await
                         .map_err(super::super::api::service_failure)?;
                 let Some(codes) = codes else {
-                    let retry = form(
-                        &prefix,
-                        "totp/confirm",
-                        &csrf,
-                        "<p><label for=\"code\">The 6-digit code it shows</label><br>\
-                         <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required></p>",
-                        "Turn on",
-                    );
+                    let retry = totp_confirm_form(&prefix, &csrf);
                     let mut page = html_page(
                         "Set up an authenticator app",
                         Some("That code is wrong; try the one it shows now"),
@@ -426,3 +412,15 @@ const PASSKEY_SCRIPT: &str = r"(() => {
     }
   });
 })();";
+
+/// The form that turns TOTP on with the first code the app shows.
+fn totp_confirm_form(prefix: &str, csrf: &str) -> String {
+    form(
+        prefix,
+        "totp/confirm",
+        csrf,
+        "<p><label for=\"code\">The 6-digit code it shows</label><br>\
+         <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required></p>",
+        "Turn on",
+    )
+}
