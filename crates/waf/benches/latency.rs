@@ -1,6 +1,7 @@
 //! Added latency of inspecting one 4 KB body (parse and all detectors), as a distribution:
 //! `cargo bench -p portcullis-waf --bench latency`. Prints p50, p99 and max of 20,000 runs on
-//! one core, and the throughput on typical form and JSON bodies.
+//! one core, and the throughput on typical form and JSON bodies; then the cost of inspecting a
+//! request head without a body, which every proxied request pays.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -16,6 +17,36 @@ fn inspect(engine: &Engine, kind: &BodyKind, bytes: &[u8]) -> bool {
         .unwrap_or_default();
     let mut parts = RequestParts::new();
     parts.add_body_leaves(parsed);
+    engine.inspect(&parts).is_attack()
+}
+
+/// A browser's GET of a page: path, query, the headers that become fields, and cookies.
+const BROWSER_HEADERS: &[(&str, &[u8])] = &[
+    ("Host", b"shop.example"),
+    (
+        "User-Agent",
+        b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    ),
+    ("Accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", b"en-GB,en;q=0.9"),
+    ("Referer", b"https://shop.example/search?q=red+shoes&page=2"),
+    ("Cookie", b"theme=dark; __Host-portcullis_session=Zm9vYmFyYmF6cXV4; consent=1"),
+];
+
+fn inspect_head(
+    engine: &Engine,
+    path: &str,
+    query: Option<&str>,
+    headers: &[(&str, &[u8])],
+) -> bool {
+    let mut parts = RequestParts::new();
+    parts.add_path(path);
+    if let Some(query) = query {
+        parts.add_query(query);
+    }
+    for (name, value) in headers {
+        parts.add_header(name, value);
+    }
     engine.inspect(&parts).is_attack()
 }
 
@@ -50,5 +81,30 @@ fn main() {
             times[times.len() - 1].as_secs_f64() * 1e6,
             (bytes.len() * runs) as f64 / total.as_secs_f64() / 1e6,
         );
+    }
+    for (name, path, query, headers) in [
+        (
+            "GET /bench",
+            "/bench",
+            None,
+            &[("Host", &b"127.0.0.1:8080"[..])][..],
+        ),
+        (
+            "GET page",
+            "/products/red-shoes/reviews",
+            Some("sort=newest&page=2&utm_source=newsletter"),
+            BROWSER_HEADERS,
+        ),
+    ] {
+        for _ in 0..1000 {
+            black_box(inspect_head(&engine, path, query, headers));
+        }
+        let runs = RUNS * 10;
+        let started = Instant::now();
+        for _ in 0..runs {
+            black_box(inspect_head(&engine, black_box(path), query, headers));
+        }
+        let mean = started.elapsed().as_secs_f64() / runs as f64;
+        println!("{name:<11} head: mean {:>7.2} µs", mean * 1e6);
     }
 }

@@ -102,40 +102,34 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
         hits.push(Hit::new(
             &ESCAPES_ROOT,
             0..form.len(),
-            format!("{}../{}", "", resolved.segments.join("/")),
+            format!("../{}", resolved.segments.join("/")),
         ));
     }
-    if looks_like_path || resolved.escapes {
-        let lowered: Vec<String> = resolved
-            .segments
-            .iter()
-            .map(|segment| segment.to_ascii_lowercase())
-            .collect();
-        if let Some(name) = sensitive_match(&lowered) {
-            hits.push(Hit::new(&SENSITIVE_FILE, 0..form.len(), name));
-        }
+    if (looks_like_path || resolved.escapes)
+        && let Some(name) = sensitive_match(&resolved.segments)
+    {
+        hits.push(Hit::new(&SENSITIVE_FILE, 0..form.len(), name));
     }
 }
 
-/// A path resolved against an unknown starting directory.
-struct Resolved {
-    segments: Vec<String>,
+/// A path resolved against an unknown starting directory. Every proxied request's path comes
+/// through here, so the segments borrow from the value: the list is the one allocation.
+struct Resolved<'a> {
+    segments: Vec<&'a str>,
     /// Whether a `..` climbed above the start.
     escapes: bool,
 }
 
-fn resolve(text: &str) -> Resolved {
-    let mut segments: Vec<String> = Vec::new();
+fn resolve(text: &str) -> Resolved<'_> {
+    let mut segments: Vec<&str> = Vec::new();
     let mut escapes = false;
     for raw in text.split(['/', '\\']) {
         // Tomcat and Jetty drop `;params` in a segment; NTFS drops trailing dots, spaces
         // and the `::$DATA` stream name.
-        let segment = raw.split(';').next().unwrap_or("");
-        let lowered = segment.to_ascii_lowercase();
-        let segment = match lowered.find("::$data") {
-            Some(at) => &segment[..at],
-            None => segment,
-        };
+        let segment = raw.find(';').map_or(raw, |at| &raw[..at]);
+        // The stream name is ASCII, so where it starts is a character boundary.
+        let segment = find_ascii_case_insensitive(segment.as_bytes(), b"::$data")
+            .map_or(segment, |at| &segment[..at]);
         let trimmed = segment.trim_end_matches([' ', '.']);
         let is_parent = segment.starts_with("..") && trimmed.is_empty();
         if is_parent {
@@ -143,26 +137,43 @@ fn resolve(text: &str) -> Resolved {
                 escapes = true;
             }
         } else if !(trimmed.is_empty() || segment == ".") {
-            segments.push(trimmed.to_owned());
+            segments.push(trimmed);
         }
     }
     Resolved { segments, escapes }
 }
 
-fn sensitive_match(segments: &[String]) -> Option<String> {
-    for known in SENSITIVE_PATHS {
-        let known_segments: Vec<&str> = known.split('/').collect();
-        if segments.len() >= known_segments.len() {
-            let tail = &segments[segments.len() - known_segments.len()..];
-            if tail.iter().zip(&known_segments).all(|(a, b)| a == b) {
-                return Some((*known).to_owned());
-            }
+/// The sensitive file or directory the resolved path names, compared from its last segment
+/// back and ignoring ASCII case (Windows folds case).
+fn sensitive_match(segments: &[&str]) -> Option<String> {
+    let last = segments.last()?.as_bytes();
+    let names = |known: &str| {
+        // Most paths end in none of the names: compare the last segment before splitting.
+        let Some(start) = known.len().checked_sub(last.len()) else {
+            return false;
+        };
+        if !known.as_bytes()[start..].eq_ignore_ascii_case(last)
+            || start > 0 && known.as_bytes()[start - 1] != b'/'
+        {
+            return false;
         }
+        let mut tail = segments.iter().rev();
+        known.rsplit('/').all(|part| {
+            tail.next()
+                .is_some_and(|segment| segment.eq_ignore_ascii_case(part))
+        })
+    };
+    if let Some(known) = SENSITIVE_PATHS.iter().find(|known| names(known)) {
+        return Some((*known).to_owned());
     }
     segments
         .iter()
         .take(segments.len().saturating_sub(1))
-        .find(|segment| SENSITIVE_DIRS.contains(&segment.as_str()))
+        .find_map(|segment| {
+            SENSITIVE_DIRS
+                .iter()
+                .find(|dir| segment.eq_ignore_ascii_case(dir))
+        })
         .map(|dir| format!("{dir}/"))
 }
 
