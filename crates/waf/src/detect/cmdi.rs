@@ -13,6 +13,7 @@
 //! Hand-written because shell grammars are not regular and no crate lexes sh, cmd and
 //! PowerShell leniently enough for hostile fragments; the lexer is one pass and fuzzed.
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use regex::bytes::Regex;
@@ -529,8 +530,13 @@ fn command_name(word: &str) -> &str {
     base.strip_suffix(".exe").unwrap_or(base)
 }
 
+/// `COMMANDS` as a set: every word of every value with a separator is looked up, and a
+/// User-Agent alone has a dozen words.
+static COMMAND_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| COMMANDS.iter().copied().collect());
+
 fn is_command(word: &str) -> bool {
-    COMMANDS.contains(&command_name(word))
+    COMMAND_SET.contains(command_name(word))
 }
 
 /// Arguments a command line has and a sentence does not.
