@@ -257,9 +257,10 @@ static POWERSHELL_PATTERN: LazyLock<Option<Regex>> = LazyLock::new(|| {
 
 /// Reports command injection in one decoded form.
 pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
-    if let Some(found) = POWERSHELL_PATTERN
-        .as_ref()
-        .and_then(|regex| regex.find(form))
+    if may_hold_powershell(form)
+        && let Some(found) = POWERSHELL_PATTERN
+            .as_ref()
+            .and_then(|regex| regex.find(form))
     {
         hits.push(Hit::new(
             &POWERSHELL,
@@ -278,6 +279,13 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
     if let Some((rule, command)) = find_command(&tokens, &lowered, normalized.spacing_evaded) {
         hits.push(Hit::new(rule, 0..form.len(), command));
     }
+}
+
+/// Every alternative of `POWERSHELL_PATTERN` holds one of these bytes (`-enc`, `invoke-`,
+/// `iex(`, `.download`); ids, tokens and plain words hold none and skip the regex.
+fn may_hold_powershell(form: &[u8]) -> bool {
+    form.iter()
+        .any(|byte| matches!(byte, b'-' | b'.' | b'(' | b'"' | b'\'' | b'$'))
 }
 
 /// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that
@@ -675,7 +683,14 @@ mod tests {
             "powershell -enc SQBFAFgA",
             "IEX(New-Object Net.WebClient).DownloadString('http://x/a')",
             "; Invoke-Expression $x",
+            // One per alternative of the pattern, so that an edit its prefilter misses fails.
+            "pwsh.exe -NoProfile -c whoami",
+            "iex \"$payload\"",
+            "x.DownloadFile ('http://x/a', 'a.exe')",
+            "Start-Process calc",
+            "Set-MpPreference -DisableRealtimeMonitoring 1",
         ] {
+            assert!(may_hold_powershell(attack.as_bytes()), "{attack}");
             assert_eq!(rule_ids(attack), vec![932120], "{attack}");
         }
     }

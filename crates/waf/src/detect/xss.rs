@@ -152,11 +152,10 @@ pub fn detect(form: &[u8], in_path: bool, hits: &mut Vec<Hit>) {
     // Browsers drop tabs, newlines and NULs inside a URL scheme (`java\tscript:`); fold them
     // out, and case, before the patterns run. Removing bytes shifts spans, so report spans in
     // the folded text only when nothing was removed.
-    let folded: Vec<u8> = form
-        .iter()
-        .filter(|&&byte| !matches!(byte, b'\t' | b'\n' | b'\r'))
-        .map(u8::to_ascii_lowercase)
-        .collect();
+    let mut folded = form.to_ascii_lowercase();
+    if memchr::memchr3(b'\t', b'\n', b'\r', form).is_some() {
+        folded.retain(|byte| !matches!(byte, b'\t' | b'\n' | b'\r'));
+    }
     let shifted = folded.len() != form.len();
     for (found, rule) in PATTERNS.matches(&folded) {
         if hits.iter().any(|hit| std::ptr::eq(hit.rule, rule))

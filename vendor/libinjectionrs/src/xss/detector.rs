@@ -176,10 +176,9 @@ impl XssDetector {
             if (attr_name[0] == b'o' || attr_name[0] == b'O') &&
                (attr_name[1] == b'n' || attr_name[1] == b'N') {
                 let event_name = &attr_name[2..];
-                for event in BLACK_ATTR_EVENTS {
-                    if Self::cstrcasecmp_with_null(event.name.as_bytes(), event_name) {
-                        return event.atype;
-                    }
+                // Portcullis: one hash lookup instead of a scan of ~300 event names.
+                if let Some(atype) = lookup_name(&EVENT_INDEX, event_name) {
+                    return atype;
                 }
             }
 
@@ -191,13 +190,7 @@ impl XssDetector {
         }
 
         // Check other blacklisted attributes
-        for attr in BLACK_ATTRS {
-            if Self::cstrcasecmp_with_null(attr.name.as_bytes(), attr_name) {
-                return attr.atype;
-            }
-        }
-
-        AttributeType::None
+        lookup_name(&ATTR_INDEX, attr_name).unwrap_or(AttributeType::None)
     }
 
     fn is_black_url(url: &[u8]) -> bool {
@@ -407,4 +400,43 @@ impl Default for XssDetector {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Portcullis: `is_black_attr` ran `cstrcasecmp_with_null` against each of ~300 event names and
+/// 20 attributes for every attribute-like word, in each of the five start states; profiling put
+/// it at a tenth of the WAF's time on form bodies. The tables are indexed once instead. A name
+/// matches as before: NUL bytes in the input are skipped and ASCII letters compared upper-cased.
+type NameIndex = std::collections::HashMap<&'static [u8], AttributeType, foldhash::fast::FixedState>;
+
+/// Longer than every name in the tables (44 bytes).
+const MAX_NAME: usize = 64;
+
+static EVENT_INDEX: std::sync::LazyLock<NameIndex> =
+    std::sync::LazyLock::new(|| index_names(BLACK_ATTR_EVENTS));
+static ATTR_INDEX: std::sync::LazyLock<NameIndex> =
+    std::sync::LazyLock::new(|| index_names(BLACK_ATTRS));
+
+/// The first entry wins, as in the scan it replaces.
+fn index_names(table: &'static [super::blacklists::StringType]) -> NameIndex {
+    let mut index = NameIndex::default();
+    for entry in table {
+        index.entry(entry.name.as_bytes()).or_insert(entry.atype);
+    }
+    index
+}
+
+fn lookup_name(index: &NameIndex, input: &[u8]) -> Option<AttributeType> {
+    let mut folded = [0u8; MAX_NAME];
+    let mut len = 0;
+    for &byte in input {
+        if byte == 0 {
+            continue;
+        }
+        if len == MAX_NAME {
+            return None;
+        }
+        folded[len] = byte.to_ascii_uppercase();
+        len += 1;
+    }
+    index.get(&folded[..len]).copied()
 }
