@@ -98,17 +98,20 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded {
     if percent_rounds > usize::from(!already_decoded) {
         evasions.insert(Evasions::MULTIPLE_ENCODING);
     }
-    if fold_overlong_utf8(&mut text) {
+    // Overlong and fullwidth forms and invalid UTF-8 are all made of bytes above 0x7F: most
+    // values are ASCII and skip the three passes.
+    let ascii = text.is_ascii();
+    if !ascii && fold_overlong_utf8(&mut text) {
         evasions.insert(Evasions::OVERLONG_UTF8);
     }
-    if fold_fullwidth(&mut text) {
+    if !ascii && fold_fullwidth(&mut text) {
         evasions.insert(Evasions::FULLWIDTH);
     }
     if memchr::memchr(0, &text).is_some() {
         text.retain(|&byte| byte != 0);
         evasions.insert(Evasions::NUL);
     }
-    if std::str::from_utf8(&text).is_err() {
+    if !ascii && std::str::from_utf8(&text).is_err() {
         evasions.insert(Evasions::INVALID_UTF8);
     }
     let markup = if memchr::memchr2(b'&', b'\\', &text).is_some() {
