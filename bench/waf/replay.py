@@ -26,7 +26,12 @@ def status_of(port, raw, timeout=5.0):
     except OSError:
         return 0
     parts = data.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    if status == 429:
+        # A rate limit answering instead of the WAF would read as "not detected": the figures
+        # would be the limiter's, so stop rather than print them.
+        sys.exit(f"port {port} answered 429: turn its rate limit off for this replay")
+    return status
 
 
 def replay(port, corpus=CORPUS):
