@@ -10,6 +10,7 @@
 //! the default of Envoy's rate-limit filter.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -134,7 +135,13 @@ impl Limiter {
                 }
                 _ => {
                     key.push_str("ip=");
-                    key.push_str(&network(caller.ip, self.ipv6_prefix));
+                    match caller.ip {
+                        // Written in place: this runs on every request.
+                        IpAddr::V4(v4) => {
+                            let _ = write!(key, "{v4}");
+                        }
+                        IpAddr::V6(_) => key.push_str(&network(caller.ip, self.ipv6_prefix)),
+                    }
                 }
             }
         }
@@ -185,21 +192,21 @@ pub(crate) fn network(ip: IpAddr, ipv6_prefix: u8) -> String {
 /// The draft-10 items: `"name";q=100;w=60` and `"name";r=5;t=2`. `t` is the seconds until the
 /// full burst is back, or, when refused, until the next request would pass (`Retry-After`).
 fn fields(policy: &str, limit: &RateLimit, decision: &RateDecision) -> (String, String) {
-    let name = sf_string(policy);
-    let policy_item = format!(
-        "{name};q={};w={}",
-        limit.quota,
-        limit.window.as_secs().max(1)
-    );
     let t = if decision.allowed {
         ceil_seconds(decision.reset)
     } else {
         ceil_seconds(decision.retry_after)
     };
-    (
+    let mut policy_item = sf_string(policy);
+    let mut item = policy_item.clone();
+    let _ = write!(
         policy_item,
-        format!("{name};r={};t={t}", decision.remaining),
-    )
+        ";q={};w={}",
+        limit.quota,
+        limit.window.as_secs().max(1)
+    );
+    let _ = write!(item, ";r={};t={t}", decision.remaining);
+    (policy_item, item)
 }
 
 fn ceil_seconds(duration: Duration) -> u64 {
@@ -234,12 +241,15 @@ pub(crate) fn add_fields(headers: &mut http::HeaderMap, items: &[(String, String
     if items.is_empty() {
         return;
     }
-    let join =
-        |pick: fn(&(String, String)) -> &str| items.iter().map(pick).collect::<Vec<_>>().join(", ");
-    if let Ok(value) = HeaderValue::from_str(&join(|i| &i.0)) {
+    // One policy (the common case) needs no joined copy.
+    let join = |pick: fn(&(String, String)) -> &str| match items {
+        [only] => HeaderValue::from_str(pick(only)),
+        _ => HeaderValue::from_str(&items.iter().map(pick).collect::<Vec<_>>().join(", ")),
+    };
+    if let Ok(value) = join(|i| &i.0) {
         headers.insert(RATELIMIT_POLICY, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&join(|i| &i.1)) {
+    if let Ok(value) = join(|i| &i.1) {
         headers.insert(RATELIMIT, value);
     }
 }

@@ -194,6 +194,8 @@ impl SecurityHeaders {
     /// Hardens any response. `csp` is the policy to set: the gateway's own for its responses,
     /// the route's for upstream pages, or `None` to keep what the upstream sent.
     pub(crate) fn apply(&self, headers: &mut HeaderMap, csp: Option<&HeaderValue>, secure: bool) {
+        // Room for these and the request id and rate-limit fields at once, not grown in steps.
+        headers.reserve(self.fixed.len() + 6);
         for (name, value) in &self.fixed {
             headers.insert(name.clone(), value.clone());
         }
