@@ -6,6 +6,9 @@
 #   3. Portcullis in the production profile without TLS, behind trusted_proxies 127.0.0.1/32,
 #      with security headers, request ids, the event pipeline, the IP decisions and a per-client
 #      rate limit that never rejects (as nginx's limit_req above) on,
+#   4. a bare hyper proxy (bench/proxy/floor: hyper-util's pooled client on one current-thread
+#      runtime, as one Portcullis worker, and nothing else): the floor of this stack, so that
+#      Portcullis over it is what Portcullis' own stages cost,
 # in one run with one load generator (wrk), and prints the ratios.
 #
 # Usage: [WORKERS=N] [CLIENT_LIMIT=off] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
@@ -31,6 +34,7 @@ UPSTREAM_PORT=18101
 NGINX_PORT=18102
 PORTCULLIS_PORT=18103
 PORTCULLIS_ADMIN=18104
+FLOOR_PORT=18105
 
 source bench/common.sh
 
@@ -94,7 +98,12 @@ PORTCULLIS_LOG=warn "$BIN" serve -c "$WORK/portcullis.toml" > "$WORK/portcullis.
 PORTCULLIS_PID=$!
 PIDS+=("$PORTCULLIS_PID")
 
-for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT; do
+cargo build --release -q --manifest-path bench/proxy/floor/Cargo.toml --target-dir target/bench-floor
+target/bench-floor/release/bare-hyper-proxy "127.0.0.1:$FLOOR_PORT" "http://127.0.0.1:$UPSTREAM_PORT" &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+
+for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT $FLOOR_PORT; do
   for _ in $(seq 1 50); do
     curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
     sleep 0.2
@@ -110,6 +119,7 @@ pids_of() {
     "$UPSTREAM_PORT") echo "$(cat "$WORK/upstream/nginx.pid") $(pgrep -P "$(cat "$WORK/upstream/nginx.pid")" | tr '\n' ' ')" ;;
     "$NGINX_PORT") echo "$(cat "$WORK/proxy/nginx.pid") $(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | tr '\n' ' ')" ;;
     "$PORTCULLIS_PORT") echo "$PORTCULLIS_PID" ;;
+    "$FLOOR_PORT") echo "$FLOOR_PID" ;;
   esac
 }
 CLK_TCK=$(getconf CLK_TCK)
@@ -137,7 +147,7 @@ measure() {
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 for round in $(seq 1 "$ROUNDS"); do
-  for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT; do
+  for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT $FLOOR_PORT; do
     echo "$(measure $port)" >> "$WORK/results.$port"
   done
   echo "round $round of $ROUNDS done" >&2
@@ -147,15 +157,18 @@ col() { awk -v c="$2" '{ print $c }' "$WORK/results.$1" | median; }
 up_rps=$(col $UPSTREAM_PORT 1); up_p50=$(col $UPSTREAM_PORT 2); up_p99=$(col $UPSTREAM_PORT 3); up_cpu=$(col $UPSTREAM_PORT 4)
 ng_rps=$(col $NGINX_PORT 1); ng_p50=$(col $NGINX_PORT 2); ng_p99=$(col $NGINX_PORT 3); ng_cpu=$(col $NGINX_PORT 4)
 pc_rps=$(col $PORTCULLIS_PORT 1); pc_p50=$(col $PORTCULLIS_PORT 2); pc_p99=$(col $PORTCULLIS_PORT 3); pc_cpu=$(col $PORTCULLIS_PORT 4)
+fl_rps=$(col $FLOOR_PORT 1); fl_p50=$(col $FLOOR_PORT 2); fl_p99=$(col $FLOOR_PORT 3); fl_cpu=$(col $FLOOR_PORT 4)
 
 echo "bench/proxy: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS rounds, $(nproc) cores, ${WORKERS:-default} worker(s) per proxy, $(date -u +%FT%TZ)"
 printf '%-18s %9s %8s %8s %12s   %s\n' target req/s p50_ms p99_ms cpu_us/req "req/s of each round"
 printf '%-18s %9s %8s %8s %12s   %s\n' "upstream direct" "$up_rps" "$up_p50" "$up_p99" "$up_cpu" "$(cut -d' ' -f1 "$WORK/results.$UPSTREAM_PORT" | tr '\n' ' ')"
 printf '%-18s %9s %8s %8s %12s   %s\n' "nginx proxy" "$ng_rps" "$ng_p50" "$ng_p99" "$ng_cpu" "$(cut -d' ' -f1 "$WORK/results.$NGINX_PORT" | tr '\n' ' ')"
 printf '%-18s %9s %8s %8s %12s   %s\n' "portcullis" "$pc_rps" "$pc_p50" "$pc_p99" "$pc_cpu" "$(cut -d' ' -f1 "$WORK/results.$PORTCULLIS_PORT" | tr '\n' ' ')"
-awk -v pr="$pc_rps" -v nr="$ng_rps" -v pp="$pc_p99" -v np="$ng_p99" -v ur="$up_rps" -v pc="$pc_cpu" -v nc="$ng_cpu" 'BEGIN {
+printf '%-18s %9s %8s %8s %12s   %s\n' "bare hyper proxy" "$fl_rps" "$fl_p50" "$fl_p99" "$fl_cpu" "$(cut -d' ' -f1 "$WORK/results.$FLOOR_PORT" | tr '\n' ' ')"
+awk -v pr="$pc_rps" -v nr="$ng_rps" -v pp="$pc_p99" -v np="$ng_p99" -v ur="$up_rps" -v pc="$pc_cpu" -v nc="$ng_cpu" -v fr="$fl_rps" -v fc="$fl_cpu" 'BEGIN {
   printf "portcullis/nginx cpu per request: %.2fx (lower is better)\n", pc / nc
   printf "portcullis/nginx req/s: %.2fx (goal >= 1.0x)\n", pr / nr
   printf "portcullis/nginx p99:   %.2fx (goal <= 1.2x)\n", pp / np
   printf "nginx/upstream req/s:   %.2fx; portcullis/upstream req/s: %.2fx\n", nr / ur, pr / ur
+  printf "bare hyper/nginx req/s: %.2fx; portcullis/bare hyper req/s: %.2fx, cpu per request %.2fx\n", fr / nr, pr / fr, pc / fc
 }'
