@@ -135,13 +135,7 @@ impl Limiter {
                 }
                 _ => {
                     key.push_str("ip=");
-                    match caller.ip {
-                        // Written in place: this runs on every request.
-                        IpAddr::V4(v4) => {
-                            let _ = write!(key, "{v4}");
-                        }
-                        IpAddr::V6(_) => key.push_str(&network(caller.ip, self.ipv6_prefix)),
-                    }
+                    push_network(&mut key, caller.ip, self.ipv6_prefix);
                 }
             }
         }
@@ -181,12 +175,15 @@ impl Outcome {
 }
 
 /// The address as the limits see it: IPv4 whole, IPv6 cut to its network.
-pub(crate) fn network(ip: IpAddr, ipv6_prefix: u8) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128))
-            .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
-    }
+fn push_network(out: &mut String, ip: IpAddr, ipv6_prefix: u8) {
+    // Written in place: this runs on every request.
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) => match ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128)) {
+            Ok(net) => write!(out, "{}", net.trunc()),
+            Err(_) => write!(out, "{v6}"),
+        },
+    };
 }
 
 /// The draft-10 items: `"name";q=100;w=60` and `"name";r=5;t=2`. `t` is the seconds until the

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::api_keys::{apikey, cli_target, key_of};
-use crate::support::{Gateway, Reply, Upstream, audit_tail, get, send_json, session_cookie};
+use crate::support::{Gateway, Reply, audit_tail, get, send_json, session_app, session_cookie};
 
 const PASSWORD: &str = "velvet tractor orbits quietly";
 const ORIGIN: &str = "Origin: http://app.test";
@@ -27,13 +27,7 @@ fn until_status(gateway: &Gateway, cookie: &str, status: u16) {
 
 #[test]
 fn operators_with_an_admin_key_manage_accounts_and_sessions() {
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let (_upstream, gateway) = session_app("", "");
     let body = format!(r#"{{"email":"uma@example.com","password":"{PASSWORD}"}}"#);
     assert_eq!(
         send_json(gateway.addr, "POST", "/auth/api/register", &body, &[ORIGIN]).status,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Upstream, send_json};
+use crate::support::{Gateway, Upstream, send_json, session_app};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -227,13 +227,7 @@ fn a_person_logs_in_through_the_login_page() {
     let Some(browser) = Browser::start("browser login") else {
         return;
     };
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let (_upstream, gateway) = session_app("", "");
     let password = "velvet tractor orbits quietly";
     let body = format!(r#"{{"email":"pat@example.com","password":"{password}"}}"#);
     let origin = "Origin: http://app.test";
@@ -301,13 +295,7 @@ fn a_person_adds_a_passkey_from_the_security_page() {
         .as_str()
         .unwrap_or_else(|| panic!("no virtual authenticator: {authenticator}"))
         .to_owned();
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\npublic_url = \"http://localhost\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let (_upstream, gateway) = session_app("", "public_url = \"http://localhost\"\n");
     let password = "velvet tractor orbits quietly";
     let body = format!(r#"{{"email":"kai@example.com","password":"{password}"}}"#);
     let origin = "Origin: http://app.test";

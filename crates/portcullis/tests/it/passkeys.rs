@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ciborium::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::support::{Gateway, Reply, Upstream, get, send_json, session_cookie as session_of};
+use crate::support::{Reply, get, send_json, session_app, session_cookie as session_of};
 
 /// The request origin the CSRF check sees (the test client says `Host: app.test`); the WebAuthn
 /// origin inside the signed client data is `http://localhost:<port>`, under `public_url`.
@@ -145,14 +145,10 @@ impl SoftPasskey {
 
 #[test]
 fn passkeys_register_then_serve_as_second_factor_and_for_passwordless_login() {
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         public_url = \"http://localhost\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
+    let (_upstream, gateway) = session_app(
+        "",
+        "registration = \"open\"\npublic_url = \"http://localhost\"\n",
     );
-    let gateway = Gateway::start(&config, &[]);
     let addr = gateway.addr;
     let origin = format!("http://localhost:{}", addr.port());
     let post = |path: &str, body: &str, session: Option<&str>| {

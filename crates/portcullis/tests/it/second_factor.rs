@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::{Gateway, Reply, Upstream, get, send_json, session_cookie as session_of};
+use crate::support::{
+    Gateway, Reply, Upstream, get, send_json, session_app, session_cookie as session_of,
+};
 
 const ORIGIN: &str = "Origin: http://app.test";
 const PASSWORD: &str = "velvet tractor orbits quietly";
@@ -80,15 +82,10 @@ fn totp_enrolment_login_replay_backup_codes_and_step_up() {
     let Some(smtp) = crate::support::SmtpSink::start() else {
         return;
     };
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "{}[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         step_up_window = \"2s\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        smtp.config(),
-        upstream.url()
+    let (_upstream, gateway) = session_app(
+        &smtp.config(),
+        "registration = \"open\"\nstep_up_window = \"2s\"\n",
     );
-    let gateway = Gateway::start(&config, &[]);
     let addr = gateway.addr;
     let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
     assert_eq!(
@@ -310,14 +307,7 @@ fn stored_second_factor(data_dir: &std::path::Path) -> String {
 
 /// A gateway (development profile, open registration) with one `/app` route behind a session.
 fn open_gateway() -> (Upstream, Gateway) {
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
-    (upstream, gateway)
+    session_app("", "registration = \"open\"\n")
 }
 
 /// A gateway with one `/app` route behind a session, and an account with TOTP confirmed.
@@ -735,14 +725,7 @@ fn emailed_codes_serve_as_the_second_factor_once_each() {
     let Some(smtp) = crate::support::SmtpSink::start() else {
         return;
     };
-    let upstream = Upstream::start("app");
-    let config = format!(
-        "{}[identity]\nhash_memory_kib = 256\nhash_iterations = 1\nregistration = \"open\"\n\
-         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
-        smtp.config(),
-        upstream.url()
-    );
-    let gateway = Gateway::start(&config, &[]);
+    let (_upstream, gateway) = session_app(&smtp.config(), "registration = \"open\"\n");
     let addr = gateway.addr;
     let body = format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}"}}"#);
     assert_eq!(

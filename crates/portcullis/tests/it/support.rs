@@ -54,6 +54,20 @@ pub fn catch_all(head: &str, upstream: &str, route_keys: &str) -> String {
     format!("{head}\n[[route]]\npath = \"/\"\nupstream = \"{upstream}\"\n{route_keys}\n")
 }
 
+/// An upstream named `app` and a gateway in front of it with one `/app` route behind a session:
+/// `head` (sections before `[identity]`), then `[identity]` with test-only cheap hashing and
+/// `identity_keys` added to it.
+pub fn session_app(head: &str, identity_keys: &str) -> (Upstream, Gateway) {
+    let upstream = Upstream::start("app");
+    let config = format!(
+        "{head}[identity]\nhash_memory_kib = 256\nhash_iterations = 1\n{identity_keys}\
+         [[route]]\npath = \"/app\"\nupstream = \"{}\"\nauth = \"session\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    (upstream, gateway)
+}
+
 /// A running `portcullis serve`, killed on drop.
 pub struct Gateway {
     child: Child,
