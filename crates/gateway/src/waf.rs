@@ -15,7 +15,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portcullis_waf::body::{self, BodyKind};
-use portcullis_waf::{Engine, EngineConfig, RequestParts, Verdict};
+use portcullis_waf::{CleanValues, Engine, EngineConfig, RequestParts, Verdict};
 
 use crate::settings::{OverLimit, RouteWafSettings, WafMode, WafSettings};
 
@@ -42,6 +42,13 @@ impl Policy {
             over_limit: route.over_limit.unwrap_or(global.over_limit),
         }
     }
+}
+
+thread_local! {
+    /// Head values this worker found clean: a client's User-Agent, cookies and the paths it
+    /// asks for are inspected once, not on every request. One per worker thread, bounded (see
+    /// `portcullis_waf::memo`).
+    static CLEAN_VALUES: std::cell::RefCell<CleanValues> = std::cell::RefCell::default();
 }
 
 /// Why the stage could not read the body it had to inspect.
@@ -133,7 +140,8 @@ pub(crate) async fn inspect(
             Err(error) => malformed = Some(error.to_string()),
         }
     }
-    let mut verdict = policy.engine.inspect(&parts);
+    let mut verdict =
+        CLEAN_VALUES.with_borrow_mut(|memo| policy.engine.inspect_remembering(&parts, memo));
     if !anomalies.is_empty() {
         policy.engine.add_body_anomalies(&mut verdict, anomalies);
     }

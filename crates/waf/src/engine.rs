@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use crate::decode::{self, Decoded};
 use crate::detect::{self, Detector, Hit, Rule, Severity, protocol};
+use crate::memo::CleanValues;
 use crate::request::{Field, Location, Part, RequestParts};
 
 /// The engine's settings.
@@ -117,6 +118,13 @@ impl Verdict {
     }
 }
 
+/// One field after inspection: its decoded forms, and whether any detector hit it at all
+/// (before exclusions and paranoia, which depend on more than the value).
+struct InspectedField {
+    decoded: Decoded,
+    clean: bool,
+}
+
 /// The inspection engine: configuration only, cheap to build, `Send + Sync`.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
@@ -136,6 +144,21 @@ impl Engine {
 
     /// Inspects a whole request.
     pub fn inspect(&self, parts: &RequestParts<'_>) -> Verdict {
+        self.inspect_with(parts, None)
+    }
+
+    /// Inspects a whole request, skipping the head values `memo` holds as clean and adding
+    /// those found clean now. The verdict is the one [`Engine::inspect`] gives.
+    pub fn inspect_remembering(&self, parts: &RequestParts<'_>, memo: &mut CleanValues) -> Verdict {
+        self.inspect_with(parts, Some(memo))
+    }
+
+    fn inspect_with(
+        &self,
+        parts: &RequestParts<'_>,
+        mut memo: Option<&mut CleanValues>,
+    ) -> Verdict {
+        let level = self.config.detection_paranoia;
         let mut findings = Vec::new();
         for found in protocol::check_headers(&parts.headers) {
             self.record(
@@ -149,7 +172,20 @@ impl Engine {
             );
         }
         for field in &parts.fields {
-            self.inspect_field(field, &mut findings);
+            let memo = memo
+                .as_deref_mut()
+                .filter(|_| CleanValues::applies_to(field));
+            match memo {
+                Some(memo) if memo.contains(level, field) => {}
+                Some(memo) => {
+                    if self.inspect_field(field, &mut findings).clean {
+                        memo.insert(level, field);
+                    }
+                }
+                None => {
+                    self.inspect_field(field, &mut findings);
+                }
+            }
         }
         self.verdict(findings)
     }
@@ -174,8 +210,8 @@ impl Engine {
     /// Inspects one field and returns its decoded forms too, for `waf check`.
     pub fn explain(&self, field: &Field<'_>) -> (Decoded, Verdict) {
         let mut findings = Vec::new();
-        let decoded = self.inspect_field(field, &mut findings);
-        (decoded, self.verdict(findings))
+        let inspected = self.inspect_field(field, &mut findings);
+        (inspected.decoded, self.verdict(findings))
     }
 
     fn verdict(&self, findings: Vec<Finding>) -> Verdict {
@@ -191,12 +227,13 @@ impl Engine {
         }
     }
 
-    fn inspect_field(&self, field: &Field<'_>, findings: &mut Vec<Finding>) -> Decoded {
+    fn inspect_field(&self, field: &Field<'_>, findings: &mut Vec<Finding>) -> InspectedField {
         let already_decoded = matches!(field.location, Location::Query | Location::Body);
         let decoded = decode::decode(&field.value, already_decoded);
         let mut hits = Vec::new();
         protocol::evasion_hits(decoded.evasions, decoded.text.len(), &mut hits);
         let before_forms = hits.len();
+        let mut clean = hits.is_empty();
         for (form_name, form) in decoded.forms() {
             let start = hits.len();
             detect::sqli::detect(form, &mut hits);
@@ -212,6 +249,7 @@ impl Engine {
             ) {
                 protocol::detect_header_injection(form, &mut hits);
             }
+            clean &= hits.len() == start;
             for hit in hits.drain(start..).collect::<Vec<_>>() {
                 let repeated = findings.iter().any(|finding: &Finding| {
                     finding.rule_id == hit.rule.id
@@ -242,7 +280,7 @@ impl Engine {
                 hit,
             );
         }
-        decoded
+        InspectedField { decoded, clean }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -366,6 +404,45 @@ mod tests {
             query_verdict(&level(3), accented).is_attack(),
             "non-ASCII at paranoia 3"
         );
+    }
+
+    #[test]
+    fn remembered_values_give_the_same_verdicts() {
+        // An exclusion drops the XSS rules from the `q` argument only: a value it hides there
+        // must still be caught in another argument after the memory has seen it.
+        let engine = Engine::new(EngineConfig {
+            exclusions: vec![Exclusion {
+                rule_ids: Vec::new(),
+                location: Some(Location::Query),
+                field: Some("q".to_owned()),
+            }],
+            ..EngineConfig::default()
+        });
+        let mut memo = CleanValues::default();
+        let queries = [
+            "q=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            "page=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            "sort=newest&page=2",
+            "sort=newest&page=2",
+            "sort=1%27%20OR%20%271%27%3D%271",
+        ];
+        for query in queries.iter().chain(&queries) {
+            let mut parts = RequestParts::new();
+            parts.add_path("/products/red-shoes");
+            parts.add_query(query);
+            parts.add_header("User-Agent", b"Mozilla/5.0 (X11; Linux x86_64)");
+            let expected = engine.inspect(&parts);
+            assert_eq!(
+                engine.inspect_remembering(&parts, &mut memo),
+                expected,
+                "{query}"
+            );
+        }
+        // The path, the agent, the argument names `q`, `page` and `sort`, and the values
+        // `newest` and `2` are remembered; no attack and no value the exclusion hid is.
+        assert_eq!(memo.len(), 7);
+        let hidden = Field::new(Location::Query, "q", &b"<script>alert(1)</script>"[..]);
+        assert!(!memo.contains(1, &hidden));
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub mod body;
 pub mod decode;
 pub mod detect;
 mod engine;
+pub mod memo;
 mod request;
 
 pub use engine::{Engine, EngineConfig, Exclusion, Finding, MATCH_EXCERPT, Verdict};
+pub use memo::CleanValues;
 pub use request::{Field, Location, Part, RequestParts};
