@@ -37,7 +37,7 @@ pub struct CleanValues {
 
 #[derive(Debug, Default)]
 struct Generation {
-    /// Indexed by [`slot`]: detection paranoia 1–4 times the five locations.
+    /// Indexed by `slot`: detection paranoia 1–4 times the five locations.
     sets: [HashSet<Box<[u8]>>; SLOTS],
     bytes: usize,
 }
