@@ -11,7 +11,11 @@
 #      Portcullis over it is what Portcullis' own stages cost,
 # in one run with one load generator (wrk), and prints the ratios.
 #
-# Usage: [WORKERS=N] [CLIENT_LIMIT=off] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
+# Usage: [WORKERS=N] [CLIENT_LIMIT=off] [BASELINE=path/to/portcullis] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
+# BASELINE=FILE also measures another Portcullis binary (an earlier commit's build) with the same
+# config, in the same rounds, and prints this build against it: on a shared 2-core machine the
+# rates drift by 10-20% from run to run, so a change is judged against a baseline measured
+# alongside it, not against last week's figures.
 # CLIENT_LIMIT=off runs Portcullis without its per-client rate limit, to see what the limiter
 # costs on the path (nginx keeps its limit_req).
 # Without WORKERS each proxy runs as its operator would leave it: nginx with
@@ -35,6 +39,8 @@ NGINX_PORT=18102
 PORTCULLIS_PORT=18103
 PORTCULLIS_ADMIN=18104
 FLOOR_PORT=18105
+BASELINE_PORT=18106
+BASELINE="${BASELINE:-}"
 
 source bench/common.sh
 
@@ -103,7 +109,18 @@ target/bench-floor/release/bare-hyper-proxy "127.0.0.1:$FLOOR_PORT" "http://127.
 FLOOR_PID=$!
 PIDS+=("$FLOOR_PID")
 
-for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT $FLOOR_PORT; do
+TARGETS="$UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT $FLOOR_PORT"
+if [ -n "$BASELINE" ]; then
+  mkdir -p "$WORK/baseline-data"
+  sed -e "s/:$PORTCULLIS_PORT\"/:$BASELINE_PORT\"/" -e "s/:$PORTCULLIS_ADMIN\"/:$((BASELINE_PORT + 1))\"/" \
+    -e "s|^data_dir = .*|data_dir = \"$WORK/baseline-data\"|" "$WORK/portcullis.toml" > "$WORK/baseline.toml"
+  PORTCULLIS_LOG=warn "$BASELINE" serve -c "$WORK/baseline.toml" > "$WORK/baseline.out" 2> "$WORK/baseline.err" &
+  BASELINE_PID=$!
+  PIDS+=("$BASELINE_PID")
+  TARGETS="$TARGETS $BASELINE_PORT"
+fi
+
+for port in $TARGETS; do
   for _ in $(seq 1 50); do
     curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
     sleep 0.2
@@ -120,6 +137,7 @@ pids_of() {
     "$NGINX_PORT") echo "$(cat "$WORK/proxy/nginx.pid") $(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | tr '\n' ' ')" ;;
     "$PORTCULLIS_PORT") echo "$PORTCULLIS_PID" ;;
     "$FLOOR_PORT") echo "$FLOOR_PID" ;;
+    "$BASELINE_PORT") echo "$BASELINE_PID" ;;
   esac
 }
 CLK_TCK=$(getconf CLK_TCK)
@@ -147,7 +165,7 @@ measure() {
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 for round in $(seq 1 "$ROUNDS"); do
-  for port in $UPSTREAM_PORT $NGINX_PORT $PORTCULLIS_PORT $FLOOR_PORT; do
+  for port in $TARGETS; do
     echo "$(measure $port)" >> "$WORK/results.$port"
   done
   echo "round $round of $ROUNDS done" >&2
@@ -172,3 +190,10 @@ awk -v pr="$pc_rps" -v nr="$ng_rps" -v pp="$pc_p99" -v np="$ng_p99" -v ur="$up_r
   printf "nginx/upstream req/s:   %.2fx; portcullis/upstream req/s: %.2fx\n", nr / ur, pr / ur
   printf "bare hyper/nginx req/s: %.2fx; portcullis/bare hyper req/s: %.2fx, cpu per request %.2fx\n", fr / nr, pr / fr, pc / fc
 }'
+if [ -n "$BASELINE" ]; then
+  bl_rps=$(col $BASELINE_PORT 1); bl_p99=$(col $BASELINE_PORT 3); bl_cpu=$(col $BASELINE_PORT 4)
+  printf '%-18s %9s %8s %8s %12s   %s\n' "baseline" "$bl_rps" "$(col $BASELINE_PORT 2)" "$bl_p99" "$bl_cpu" "$(cut -d' ' -f1 "$WORK/results.$BASELINE_PORT" | tr '\n' ' ')"
+  awk -v pr="$pc_rps" -v br="$bl_rps" -v pc="$pc_cpu" -v bc="$bl_cpu" -v pp="$pc_p99" -v bp="$bl_p99" 'BEGIN {
+    printf "portcullis/baseline req/s: %.3fx, cpu per request %.3fx, p99 %.2fx\n", pr / br, pc / bc, pp / bp
+  }'
+fi
