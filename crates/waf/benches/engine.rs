@@ -8,6 +8,10 @@ use portcullis_waf::{Engine, RequestParts};
 
 mod bodies;
 
+/// The allocator the gateway runs the engine with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn inspect(engine: &Engine, kind: &BodyKind, bytes: &[u8]) -> bool {
     let parsed = body::parse(kind, bytes, true)
         .map(|parsed| parsed.leaves)

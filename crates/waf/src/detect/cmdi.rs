@@ -397,11 +397,13 @@ fn normalize(form: &[u8]) -> Normalized {
             text = String::from_utf8_lossy(&replaced).into_owned();
         }
     }
-    let lowered = text
-        .to_ascii_lowercase()
-        .replace("%comspec%", "cmd")
-        .replace("$@", "")
-        .replace("$*", "");
+    let mut lowered = text.to_ascii_lowercase();
+    for (from, to) in [("%comspec%", "cmd"), ("$@", ""), ("$*", "")] {
+        // `replace` copies the whole text even when nothing matches; most texts hold none.
+        if lowered.contains(from) {
+            lowered = lowered.replace(from, to);
+        }
+    }
     let chars: Vec<char> = lowered.chars().collect();
     let mut out = String::with_capacity(lowered.len());
     let mut previous_is_word = false;
