@@ -126,9 +126,12 @@ impl PatternTable {
         &self,
         haystack: &'h [u8],
     ) -> impl Iterator<Item = (Match<'h>, &'static Rule)> + use<'_, 'h> {
+        // `is_match` may stop early and use the set's literal prefilter; the overlapping search
+        // that says which patterns matched cannot, and most values match none.
         let matched = self
             .set
             .as_ref()
+            .filter(|set| set.is_match(haystack))
             .map(|set| set.matches(haystack))
             .filter(|matched| matched.matched_any());
         self.patterns
