@@ -261,6 +261,39 @@ fn routes_override_the_mode_and_exclude_fields() {
     assert_eq!(post(gateway.addr, "/cms/page", form, elsewhere).status, 403);
 }
 
+/// Each worker remembers the head values it found clean (`portcullis_waf::memo`). A value that
+/// one route's exclusion lets through is refused on a route without it, whichever comes first,
+/// and a header value seen clean many times does not hide an attack in the same header.
+#[test]
+fn remembered_clean_values_never_let_an_attack_through() {
+    let upstream = Upstream::start("APP");
+    // One worker, so that every request meets the same memory.
+    let config = format!(
+        "{PRODUCTION}\
+         [server]\nworkers = 1\n\
+         [[route]]\npath = \"/search/\"\nupstream = \"{url}\"\nwaf_exclusions = [{{ rules = [941100, 941390], location = \"query\", field = \"q\" }}]\n\
+         [[route]]\npath = \"/\"\nupstream = \"{url}\"\n",
+        url = upstream.url()
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let attack = "q=%3Cscript%3Ealert(1)%3C%2Fscript%3E";
+    for _ in 0..3 {
+        let excluded = get(gateway.addr, &format!("/search/?{attack}"), &[]);
+        assert_eq!(excluded.status, 200, "{excluded:?}");
+        assert_eq!(
+            get(gateway.addr, &format!("/app?{attack}"), &[]).status,
+            403
+        );
+    }
+    let agent = "User-Agent: Mozilla/5.0 (X11; Linux x86_64)";
+    for _ in 0..3 {
+        assert_eq!(get(gateway.addr, "/app?page=2", &[agent]).status, 200);
+    }
+    let hostile = "User-Agent: Mozilla/5.0 <script>alert(1)</script>";
+    assert_eq!(get(gateway.addr, "/app?page=2", &[hostile]).status, 403);
+    assert_eq!(get(gateway.addr, "/app?page=2", &[agent]).status, 200);
+}
+
 #[test]
 fn bodies_are_parsed_strictly_and_inspected_up_to_the_limit() {
     let upstream = Upstream::start("APP");
