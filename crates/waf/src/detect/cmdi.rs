@@ -275,8 +275,7 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
     let unmarked = markdown_code_as_text(form);
     let normalized = normalize(unmarked.as_deref().unwrap_or(form));
     let tokens = lex(&normalized.text);
-    let lowered = String::from_utf8_lossy(form).to_ascii_lowercase();
-    if let Some((rule, command)) = find_command(&tokens, &lowered, normalized.spacing_evaded) {
+    if let Some((rule, command)) = find_command(&tokens, form, normalized.spacing_evaded) {
         hits.push(Hit::new(rule, 0..form.len(), command));
     }
 }
@@ -573,11 +572,11 @@ fn is_ipv4(word: &str) -> bool {
         })
 }
 
-/// Finds the first command in command position. `original` is the lowercase input: a command
+/// Finds the first command in command position. `original` is the input as received: a command
 /// word it does not contain was assembled by an evasion.
 fn find_command(
     tokens: &[Token<'_>],
-    original: &str,
+    original: &[u8],
     spacing_evaded: bool,
 ) -> Option<(&'static Rule, String)> {
     let mut weak = None;
@@ -613,7 +612,7 @@ fn find_command(
                 && arguments
                     .first()
                     .is_some_and(|seconds| seconds.bytes().all(|b| b.is_ascii_digit()));
-        let evaded = spacing_evaded || !original.contains(name);
+        let evaded = spacing_evaded || !contains_ignoring_ascii_case(original, name);
         let described = format!("{name} {}", arguments.join(" "))
             .trim_end()
             .to_owned();
@@ -631,6 +630,14 @@ fn find_command(
         }
     }
     weak
+}
+
+/// Whether `haystack` holds `needle` (lower-case ASCII) in any ASCII case.
+fn contains_ignoring_ascii_case(haystack: &[u8], needle: &str) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 #[cfg(test)]

@@ -528,14 +528,15 @@ impl<'a> SqliState<'a> {
                     
                     if sz3 < 32 { // make sure there is room for ending null
                         // Create merged string: a.val + ' ' + b.val
-                        let a_val = self.token_vec[left].value_as_str();
-                        let b_val = self.token_vec[left + 1].value_as_str();
-                        // Portcullis: joined in a stack buffer, not a String (no allocation).
+                        // Portcullis: joined in a stack buffer, not a String (no allocation),
+                        // from the bytes: a value that is not UTF-8 is never a keyword.
+                        let a_val = &self.token_vec[left].val[..sz1.min(32)];
+                        let b_val = &self.token_vec[left + 1].val[..sz2.min(32)];
                         let mut merged = [0u8; 72];
                         let merged_len = a_val.len() + 1 + b_val.len();
-                        merged[..a_val.len()].copy_from_slice(a_val.as_bytes());
+                        merged[..a_val.len()].copy_from_slice(a_val);
                         merged[a_val.len()] = b' ';
-                        merged[a_val.len() + 1..merged_len].copy_from_slice(b_val.as_bytes());
+                        merged[a_val.len() + 1..merged_len].copy_from_slice(b_val);
                         let merged_bytes = &merged[..merged_len];
                         
                         let lookup_result = sqli_data::lookup_bytes(merged_bytes);

@@ -277,11 +277,13 @@ impl<'a> SqliTokenizer<'a> {
         self
     }
     
-    fn lookup_word(&self, word: &str) -> TokenType {
-        if let Some(lookup_fn) = self.lookup_fn {
-            lookup_fn(word)
-        } else {
-            sqli_data::lookup_word(word)
+    /// Portcullis: takes bytes, so the tokenizer's lookups need no UTF-8 check. Keywords are
+    /// ASCII, so a word that is not UTF-8 is never one: `None` for a custom lookup (the callers
+    /// then keep the token as it is), `Bareword` from the table.
+    fn lookup_word(&self, word: &[u8]) -> TokenType {
+        match self.lookup_fn {
+            Some(lookup_fn) => std::str::from_utf8(word).map_or(TokenType::None, lookup_fn),
+            None => sqli_data::lookup_bytes(word),
         }
     }
     
@@ -480,10 +482,10 @@ impl<'a> SqliTokenizer<'a> {
         }
         
         // Try 2-character operator lookup using the comprehensive table
-        // Only attempt lookup if bytes form valid UTF-8, since operators are ASCII-only
+        // Portcullis: looked up as bytes (see `lookup_word`).
         let two_char = &self.input[pos..pos + 2];
-        if let Ok(two_char_str) = std::str::from_utf8(two_char) {
-            let token_type = self.lookup_word(two_char_str);
+        {
+            let token_type = self.lookup_word(two_char);
             if token_type != TokenType::None && token_type != TokenType::Bareword {
                 // Found a 2-character operator in the lookup table
                 let type_byte = match token_type {
@@ -930,31 +932,23 @@ impl<'a> SqliTokenizer<'a> {
         for (i, &byte) in word_slice.iter().enumerate() {
             if byte == b'.' || byte == b'`' {
                 // For delimiter detection, we only need to check if the first i bytes
-                // form a valid keyword. Since libinjection keywords are ASCII-only,
-                // if the slice contains any non-UTF8 bytes (like 0xFF), it can't be 
-                // a keyword anyway, so we can safely skip the lookup.
-                if let Ok(partial_word) = std::str::from_utf8(&word_slice[..i]) {
-                    let token_type = self.lookup_word(partial_word);
-                    if token_type != TokenType::None && token_type != TokenType::Bareword {
-                        self.current.clear();
-                        let type_byte = token_type_to_byte(token_type);
-                        self.current.assign(type_byte, pos, i, &word_slice[..i]);
-                        return pos + i;
-                    }
+                // form a valid keyword.
+                let token_type = self.lookup_word(&word_slice[..i]);
+                if token_type != TokenType::None && token_type != TokenType::Bareword {
+                    self.current.clear();
+                    let type_byte = token_type_to_byte(token_type);
+                    self.current.assign(type_byte, pos, i, &word_slice[..i]);
+                    return pos + i;
                 }
-                // If UTF-8 conversion fails, continue - can't be a keyword
             }
         }
         
-        // Do full word lookup - only for valid UTF-8 sequences since keywords are ASCII-only
+        // Do full word lookup
         if word_len < LIBINJECTION_SQLI_TOKEN_SIZE {
-            if let Ok(word_str) = std::str::from_utf8(word_slice) {
-                let token_type = self.lookup_word(word_str);
-                if token_type != TokenType::None {
-                    self.current.token_type = token_type;
-                }
+            let token_type = self.lookup_word(word_slice);
+            if token_type != TokenType::None {
+                self.current.token_type = token_type;
             }
-            // If UTF-8 conversion fails, leave as BAREWORD - bytes with 0xFF can't be keywords
         }
         
         end_pos
@@ -964,16 +958,15 @@ impl<'a> SqliTokenizer<'a> {
         // MySQL backticks
         let pos = self.parse_string_core(self.pos, CHAR_TICK, 1);
         
-        // Check if backtick content is a keyword/function - only for valid UTF-8
-        if let Ok(word_str) = std::str::from_utf8(&self.current.val[..self.current.len]) {
-            let token_type = self.lookup_word(word_str);
+        // Check if backtick content is a keyword/function
+        if self.current.len <= self.current.val.len() {
+            let token_type = self.lookup_word(&self.current.val[..self.current.len]);
             if token_type == TokenType::Function {
                 self.current.token_type = TokenType::Function;
             } else {
                 self.current.token_type = TokenType::Bareword;
             }
         } else {
-            // If UTF-8 conversion fails, default to bareword - 0xFF bytes can't be keywords
             self.current.token_type = TokenType::Bareword;
         }
         
