@@ -143,12 +143,19 @@ const QUOTE_LOOKALIKES: &[(&str, &str)] = &[
     ("\u{E2}\u{20AC}\u{2122}", "'"),
 ];
 
+/// Every entry of `QUOTE_LOOKALIKES` holds the byte 0xE2, 0xCA or 0xEF, or `â` (C3 A2): a value
+/// with none of them, like most non-English names (`José`), skips the eight searches.
+fn may_hold_quote_lookalike(form: &[u8]) -> bool {
+    memchr::memchr3(0xE2, 0xCA, 0xEF, form).is_some()
+        || memchr::memmem::find(form, "\u{E2}".as_bytes()).is_some()
+}
+
 /// Reports SQL injection in one decoded form.
 pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
     if form.is_empty() || !may_hold_sql(form) {
         return;
     }
-    if !form.is_ascii()
+    if may_hold_quote_lookalike(form)
         && let Ok(text) = std::str::from_utf8(form)
         && QUOTE_LOOKALIKES
             .iter()
@@ -378,6 +385,17 @@ mod tests {
 
     fn rule_ids(input: &str) -> Vec<u32> {
         super::super::rule_ids_of(detect, input)
+    }
+
+    #[test]
+    fn every_quote_lookalike_passes_the_prefilter() {
+        for (lookalike, _) in QUOTE_LOOKALIKES {
+            assert!(
+                may_hold_quote_lookalike(lookalike.as_bytes()),
+                "{lookalike}"
+            );
+        }
+        assert!(!may_hold_quote_lookalike("José Álvarez".as_bytes()));
     }
 
     #[test]

@@ -526,7 +526,9 @@ impl<'a> SqliState<'a> {
                     let sz2 = self.token_vec[left + 1].len;
                     let sz3 = sz1 + sz2 + 1; // +1 for space in the middle
                     
-                    if sz3 < 32 { // make sure there is room for ending null
+                    // Portcullis: `may_start_phrase` skips the lookup of pairs that cannot be
+                    // a phrase.
+                    if sz3 < 32 && sqli_data::may_start_phrase(&self.token_vec[left].val[..sz1.min(32)]) { // make sure there is room for ending null
                         // Create merged string: a.val + ' ' + b.val
                         // Portcullis: joined in a stack buffer, not a String (no allocation),
                         // from the bytes: a value that is not UTF-8 is never a keyword.
