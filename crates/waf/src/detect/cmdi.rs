@@ -280,11 +280,13 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
     }
 }
 
-/// Every alternative of `POWERSHELL_PATTERN` holds one of these bytes (`-enc`, `invoke-`,
-/// `iex(`, `.download`); ids, tokens and plain words hold none and skip the regex.
+/// Every alternative of `POWERSHELL_PATTERN` holds a `-` (`-enc`, `invoke-`) or a `(`
+/// (`.download(`), except `iex` before a quote or `$`; ids, tokens and prose with neither skip
+/// the regex.
 fn may_hold_powershell(form: &[u8]) -> bool {
-    form.iter()
-        .any(|byte| matches!(byte, b'-' | b'.' | b'(' | b'"' | b'\'' | b'$'))
+    memchr::memchr2(b'-', b'(', form).is_some()
+        || memchr::memchr3(b'"', b'\'', b'$', form).is_some()
+            && contains_ignoring_ascii_case(form, "iex")
 }
 
 /// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that
@@ -403,58 +405,63 @@ fn normalize(form: &[u8]) -> Normalized {
             lowered = lowered.replace(from, to);
         }
     }
-    let chars: Vec<char> = lowered.chars().collect();
-    let mut out = String::with_capacity(lowered.len());
+    // Every byte the loop acts on is ASCII, so it walks bytes: a multi-byte character's bytes
+    // are never letters, quotes or escapes, and pass through whole.
+    let bytes = lowered.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
     let mut previous_is_word = false;
     let mut in_brace = false;
     // A quote pair inside one word (`c''at`, `c'a't`, `"c"at`) is removed by the shell; a lone
     // apostrophe (`I'd`) is prose and stays.
-    let mut open_quote: Option<char> = None;
-    for (index, &ch) in chars.iter().enumerate() {
-        let next = chars.get(index + 1).copied();
+    let mut open_quote: Option<u8> = None;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let next = bytes.get(index + 1).copied();
         let next_is_word = next.is_some_and(|next| next.is_ascii_alphanumeric());
-        let separator = match ch {
-            '\'' | '"' if open_quote == Some(ch) => {
+        let separator = match byte {
+            b'\'' | b'"' if open_quote == Some(byte) => {
                 open_quote = None;
                 continue;
             }
-            '\'' | '"'
+            b'\'' | b'"'
                 if open_quote.is_none()
-                    && (previous_is_word || next_is_word || next == Some(ch))
-                    && chars[index + 1..]
-                        .iter()
+                    && (previous_is_word || next_is_word || next == Some(byte))
+                    && lowered[index + 1..]
+                        .chars()
                         .take_while(|other| !other.is_whitespace())
-                        .any(|&other| other == ch) =>
+                        .any(|other| other == char::from(byte)) =>
             {
-                open_quote = Some(ch);
+                open_quote = Some(byte);
                 continue;
             }
             // A backslash before a letter is that letter to sh; a caret is an escape to cmd.
-            '\\' | '^' if previous_is_word && next_is_word => continue,
-            '\\' if next_is_word && !matches!(next, Some('n' | 'r' | 't')) => continue,
+            b'\\' | b'^' if previous_is_word && next_is_word => continue,
+            b'\\' if next_is_word && !matches!(next, Some(b'n' | b'r' | b't')) => continue,
             // Brace expansion `{cat,/etc/passwd}` is `cat /etc/passwd`.
-            '{' => {
+            b'{' => {
                 in_brace = true;
                 true
             }
-            '}' => {
+            b'}' => {
                 in_brace = false;
                 true
             }
-            ',' if in_brace => {
+            b',' if in_brace => {
                 spacing_evaded = true;
                 true
             }
             _ => false,
         };
         if separator {
-            out.push(' ');
+            out.push(b' ');
             previous_is_word = false;
         } else {
-            previous_is_word = ch.is_ascii_alphanumeric();
-            out.push(ch);
+            previous_is_word = byte.is_ascii_alphanumeric();
+            out.push(byte);
         }
     }
+    // Only ASCII bytes were dropped or replaced, so `out` is still UTF-8.
+    let out = String::from_utf8(out)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
     Normalized {
         text: out,
         spacing_evaded,
@@ -541,7 +548,7 @@ fn command_name(word: &str) -> &str {
 
 /// `COMMANDS` as a set: every word of every value with a separator is looked up, and a
 /// User-Agent alone has a dozen words.
-static COMMAND_SET: LazyLock<HashSet<&'static str>> =
+static COMMAND_SET: LazyLock<HashSet<&'static str, foldhash::fast::FixedState>> =
     LazyLock::new(|| COMMANDS.iter().copied().collect());
 
 fn is_command(word: &str) -> bool {
