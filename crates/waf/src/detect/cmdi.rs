@@ -639,12 +639,28 @@ fn find_command(
     weak
 }
 
-/// Whether `haystack` holds `needle` (lower-case ASCII) in any ASCII case.
+/// Whether `haystack` holds `needle` (lower-case ASCII) in any ASCII case: candidates are found
+/// by their first byte, in either case, with `memchr2`.
 fn contains_ignoring_ascii_case(haystack: &[u8], needle: &str) -> bool {
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
+    let Some((&first, rest)) = needle.as_bytes().split_first() else {
+        return true;
+    };
+    let mut from = 0;
+    while let Some(found) = memchr::memchr2(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        &haystack[from..],
+    ) {
+        let start = from + found + 1;
+        if haystack
+            .get(start..start + rest.len())
+            .is_some_and(|candidate| candidate.eq_ignore_ascii_case(rest))
+        {
+            return true;
+        }
+        from = start;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -653,6 +669,16 @@ mod tests {
 
     fn rule_ids(input: &str) -> Vec<u32> {
         super::super::rule_ids_of(detect, input)
+    }
+
+    #[test]
+    fn case_insensitive_search_finds_every_case_and_position() {
+        assert!(contains_ignoring_ascii_case(b"x; IeX $a", "iex"));
+        assert!(contains_ignoring_ascii_case(b"CAT", "cat"));
+        assert!(contains_ignoring_ascii_case(b"ccat", "cat"));
+        assert!(!contains_ignoring_ascii_case(b"ca", "cat"));
+        assert!(!contains_ignoring_ascii_case(b"c a t", "cat"));
+        assert!(contains_ignoring_ascii_case(b"", ""));
     }
 
     #[test]
