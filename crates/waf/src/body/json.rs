@@ -1,10 +1,16 @@
 //! JSON bodies: every string value and every object key is a leaf, named by its path
 //! (`user.addresses[0].street`). Numbers, booleans and nulls cannot carry a payload and are
 //! skipped. serde_json bounds nesting at 128 levels.
+//!
+//! The body is walked as serde_json parses it, without building a `Value`: leaves borrow the
+//! body's bytes where the JSON string has no escapes, members are read in document order, and
+//! a key that appears twice is inspected twice (applications disagree on which one wins, so an
+//! attacker could hide a payload in the one a `Value` would drop).
 
 use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::BodyError;
 use crate::request::{Field, Location, Part};
@@ -18,45 +24,160 @@ pub(super) fn parse<'a>(
         strings_of_prefix(body, leaves);
         return Ok(());
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|_| BodyError::Malformed("invalid JSON"))?;
-    walk(&value, &mut String::new(), leaves);
-    Ok(())
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut path = String::new();
+    Walker {
+        path: &mut path,
+        leaves,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|()| deserializer.end())
+    .map_err(|_| BodyError::Malformed("invalid JSON"))
 }
 
-fn walk(value: &Value, path: &mut String, leaves: &mut Vec<Field<'_>>) {
-    match value {
-        Value::String(text) => leaves.push(leaf(Part::Value, path, text)),
-        Value::Array(items) => {
-            for (index, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{index}]"));
-                walk(item, path, leaves);
-                path.truncate(len);
-            }
-        }
-        Value::Object(members) => {
-            for (key, member) in members {
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-                leaves.push(leaf(Part::Name, path, key));
-                walk(member, path, leaves);
-                path.truncate(len);
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+/// Pushes the leaves of one JSON value found at `path`.
+struct Walker<'w, 'a> {
+    path: &'w mut String,
+    leaves: &'w mut Vec<Field<'a>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walker<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-fn leaf<'a>(part: Part, path: &str, text: &str) -> Field<'a> {
+impl<'de> Visitor<'de> for Walker<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<(), E> {
+        self.leaves
+            .push(leaf(Part::Value, self.path, Cow::Borrowed(text.as_bytes())));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<(), E> {
+        self.leaves.push(leaf(
+            Part::Value,
+            self.path,
+            Cow::Owned(text.as_bytes().to_vec()),
+        ));
+        Ok(())
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<(), E> {
+        self.leaves
+            .push(leaf(Part::Value, self.path, Cow::Owned(text.into_bytes())));
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        for index in 0usize.. {
+            let len = self.path.len();
+            let _ = write!(self.path, "[{index}]");
+            let item = Walker {
+                path: &mut *self.path,
+                leaves: &mut *self.leaves,
+            };
+            let more = items.next_element_seed(item)?;
+            self.path.truncate(len);
+            if more.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
+        while let Some(key) = members.next_key_seed(Key)? {
+            let len = self.path.len();
+            if len > 0 {
+                self.path.push('.');
+            }
+            self.path.push_str(&key);
+            self.leaves
+                .push(leaf(Part::Name, self.path, cow_bytes(key)));
+            let member = Walker {
+                path: &mut *self.path,
+                leaves: &mut *self.leaves,
+            };
+            members.next_value_seed(member)?;
+            self.path.truncate(len);
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(text))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(text.to_owned()))
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(text))
+    }
+}
+
+fn cow_bytes(text: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+        Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+    }
+}
+
+fn leaf<'a>(part: Part, path: &str, value: Cow<'a, [u8]>) -> Field<'a> {
     Field {
         location: Location::Body,
         part,
         name: Cow::Owned(path.to_owned()),
-        value: Cow::Owned(text.as_bytes().to_vec()),
+        value,
     }
 }
 
@@ -72,7 +193,7 @@ fn strings_of_prefix(body: &[u8], leaves: &mut Vec<Field<'_>>) {
         let token = &body[open..(end + 1).min(body.len())];
         let text = serde_json::from_slice::<String>(token)
             .unwrap_or_else(|_| String::from_utf8_lossy(&token[1..]).into_owned());
-        leaves.push(leaf(Part::Value, "$prefix", &text));
+        leaves.push(leaf(Part::Value, "$prefix", Cow::Owned(text.into_bytes())));
         i = end + 1;
         if i >= body.len() {
             break;
@@ -111,14 +232,32 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                (Part::Name, "ok".to_owned(), "ok".to_owned()),
                 (Part::Name, "user".to_owned(), "user".to_owned()),
                 (Part::Name, "user.name".to_owned(), "name".to_owned()),
                 (Part::Value, "user.name".to_owned(), "O'Brien".to_owned()),
                 (Part::Name, "user.tags".to_owned(), "tags".to_owned()),
                 (Part::Value, "user.tags[0]".to_owned(), "a\"b".to_owned()),
+                (Part::Name, "ok".to_owned(), "ok".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn a_repeated_key_is_inspected_each_time() {
+        let found = leaves(
+            r#"{"role":"user","role":"<script>","a\u0041":[[],{}]}"#,
+            true,
+        );
+        let values: Vec<_> = found.iter().map(|(_, _, value)| value.as_str()).collect();
+        assert_eq!(values, ["role", "user", "role", "<script>", "aA"]);
+    }
+
+    #[test]
+    fn trailing_bytes_and_deep_nesting_are_refused() {
+        let mut sink = Vec::new();
+        assert!(parse(br#"{"a":"b"} x"#, true, &mut sink).is_err());
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(parse(deep.as_bytes(), true, &mut sink).is_err());
     }
 
     #[test]

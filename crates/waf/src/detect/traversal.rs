@@ -177,10 +177,15 @@ fn sensitive_match(segments: &[&str]) -> Option<String> {
         .map(|dir| format!("{dir}/"))
 }
 
+/// Where `needle` (which starts with a byte that has no case, like `:`) first occurs in
+/// `haystack`, ignoring ASCII case; candidates are found by their first byte with `memchr`.
 fn find_ascii_case_insensitive(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window.eq_ignore_ascii_case(needle))
+    let (&first, _) = needle.split_first()?;
+    memchr::memchr_iter(first, haystack).find(|&at| {
+        haystack
+            .get(at..at + needle.len())
+            .is_some_and(|candidate| candidate.eq_ignore_ascii_case(needle))
+    })
 }
 
 #[cfg(test)]
