@@ -480,6 +480,16 @@ mod tests {
     }
 
     #[test]
+    fn overlong_utf8_in_an_argument_is_seen_through() {
+        let verdict = query_verdict(&Engine::default(), "file=%c0%ae%c0%ae%c0%afetc%c0%afpasswd");
+        assert_eq!(
+            verdict.rule_ids(),
+            vec![930100, 930120, 920250],
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
     fn evasions_count_even_without_a_payload() {
         let verdict = query_verdict(&Engine::default(), "file=report%00.pdf");
         assert_eq!(verdict.rule_ids(), vec![920270]);

@@ -223,11 +223,27 @@ fn url_query(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// Splits `application/x-www-form-urlencoded` bytes into name and value fields.
+///
+/// Split by hand rather than with `form_urlencoded`, whose pairs are UTF-8 strings: it replaced
+/// bytes that are not UTF-8 with U+FFFD, so an overlong `%c0%ae%c0%ae%c0%af` in an argument
+/// reached the decoder as replacement characters and its evasion went unseen. Decoding is
+/// `percent_encoding`'s; a part with neither `+` nor `%` borrows the raw bytes.
 pub(crate) fn push_urlencoded<'a>(fields: &mut Vec<Field<'a>>, location: Location, raw: &'a [u8]) {
-    for (name, value) in form_urlencoded::parse(raw) {
+    for pair in raw
+        .split(|&byte| byte == b'&')
+        .filter(|pair| !pair.is_empty())
+    {
+        let (name, value) = match memchr::memchr(b'=', pair) {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name_bytes = form_decode(name);
+        let name = match &name_bytes {
+            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+            Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
+        };
         // An argument with no `=` is a bare value (`?<script>`): inspect it as one.
-        let name_bytes = Cow::Owned(name.as_bytes().to_vec());
-        if !name.is_empty() {
+        if !name_bytes.is_empty() {
             fields.push(Field {
                 location,
                 part: Part::Name,
@@ -239,12 +255,21 @@ pub(crate) fn push_urlencoded<'a>(fields: &mut Vec<Field<'a>>, location: Locatio
             location,
             part: Part::Value,
             name,
-            value: match value {
-                Cow::Borrowed(text) => Cow::Owned(text.as_bytes().to_vec()),
-                Cow::Owned(text) => Cow::Owned(text.into_bytes()),
-            },
+            value: form_decode(value),
         });
     }
+}
+
+/// One name or value of a form: `+` is a space, then one round of percent-decoding.
+fn form_decode(raw: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memchr(b'+', raw).is_none() {
+        return percent_encoding::percent_decode(raw).into();
+    }
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&byte| if byte == b'+' { b' ' } else { byte })
+        .collect();
+    Cow::Owned(percent_encoding::percent_decode(&spaced).collect())
 }
 
 #[cfg(test)]
@@ -258,6 +283,26 @@ mod tests {
             .filter(|field| field.part == Part::Value)
             .map(|field| (field.name.to_string(), field.value.to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn arguments_keep_bytes_that_are_not_utf8() {
+        let mut parts = RequestParts::new();
+        parts.add_query("file=%c0%ae%c0%af&&n%ffame=Jos%e9");
+        assert_eq!(
+            values(&parts),
+            vec![
+                ("file".to_owned(), b"\xc0\xae\xc0\xaf".to_vec()),
+                ("n\u{FFFD}ame".to_owned(), b"Jos\xe9".to_vec()),
+            ]
+        );
+        let names: Vec<&[u8]> = parts
+            .fields
+            .iter()
+            .filter(|field| field.part == Part::Name)
+            .map(|field| field.value.as_ref())
+            .collect();
+        assert_eq!(names, [&b"file"[..], b"n\xffame"]);
     }
 
     #[test]
