@@ -269,7 +269,13 @@ fn form_decode(raw: &[u8]) -> Cow<'_, [u8]> {
         .iter()
         .map(|&byte| if byte == b'+' { b' ' } else { byte })
         .collect();
-    Cow::Owned(percent_encoding::percent_decode(&spaced).collect())
+    if memchr::memchr(b'%', &spaced).is_none() {
+        return Cow::Owned(spaced);
+    }
+    // Sized once: the decoded form is never longer.
+    let mut decoded = Vec::with_capacity(spaced.len());
+    decoded.extend(percent_encoding::percent_decode(&spaced));
+    Cow::Owned(decoded)
 }
 
 #[cfg(test)]
