@@ -280,13 +280,33 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
     }
 }
 
-/// Every alternative of `POWERSHELL_PATTERN` holds a `-` (`-enc`, `invoke-`) or a `(`
-/// (`.download(`), except `iex` before a quote or `$`; ids, tokens and prose with neither skip
-/// the regex.
+/// Words of which every alternative of `POWERSHELL_PATTERN` holds one, in some case. The
+/// pattern is case-insensitive, so the regex crate derives no literal prefilter from it and
+/// would run its DFA over every value with a `-` or a `(`; one Aho-Corasick pass over these
+/// words is cheaper. `every_powershell_alternative_holds_a_prefilter_word` keeps the two in step.
+const POWERSHELL_WORDS: [&str; 8] = [
+    "powershell",
+    "pwsh",
+    "invoke-",
+    "iex",
+    "new-object",
+    ".download",
+    "start-process",
+    "set-mppreference",
+];
+
+static POWERSHELL_PREFILTER: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(POWERSHELL_WORDS)
+        .ok()
+});
+
+/// Whether `form` may match `POWERSHELL_PATTERN`: it holds one of `POWERSHELL_WORDS`.
 fn may_hold_powershell(form: &[u8]) -> bool {
-    memchr::memchr2(b'-', b'(', form).is_some()
-        || memchr::memchr3(b'"', b'\'', b'$', form).is_some()
-            && contains_ignoring_ascii_case(form, "iex")
+    POWERSHELL_PREFILTER
+        .as_ref()
+        .is_none_or(|prefilter| prefilter.is_match(form))
 }
 
 /// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that
@@ -669,6 +689,48 @@ mod tests {
 
     fn rule_ids(input: &str) -> Vec<u32> {
         super::super::rule_ids_of(detect, input)
+    }
+
+    /// Each top-level alternative of the pattern holds one of the prefilter's words: a new
+    /// alternative without one fails here.
+    #[test]
+    fn every_powershell_alternative_holds_a_prefilter_word() {
+        let source = POWERSHELL_PATTERN
+            .as_ref()
+            .map(|regex| regex.as_str().trim_start_matches("(?i)").to_owned())
+            .unwrap_or_default();
+        // Split at the `|` that are outside groups and character classes.
+        let (mut alternatives, mut current, mut depth, mut in_class, mut escaped) =
+            (Vec::new(), String::new(), 0, false, false);
+        for ch in source.chars() {
+            if std::mem::take(&mut escaped) {
+                current.push(ch);
+                continue;
+            }
+            match ch {
+                '\\' => escaped = true,
+                '[' => in_class = true,
+                ']' => in_class = false,
+                '(' if !in_class => depth += 1,
+                ')' if !in_class => depth -= 1,
+                '|' if depth == 0 && !in_class => {
+                    alternatives.push(std::mem::take(&mut current));
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(ch);
+        }
+        alternatives.push(current);
+        assert_eq!(alternatives.len(), 7, "{alternatives:?}");
+        for alternative in alternatives {
+            let literal = alternative.replace('\\', "");
+            assert!(
+                POWERSHELL_WORDS.iter().any(|word| literal.contains(word)),
+                "{alternative}"
+            );
+        }
+        assert!(POWERSHELL_PREFILTER.is_some());
     }
 
     #[test]
