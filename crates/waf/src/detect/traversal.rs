@@ -93,7 +93,7 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
         return;
     }
     let text = String::from_utf8_lossy(form);
-    let looks_like_path = !text.trim().contains([' ', '\t', '\n']);
+    let looks_like_path = memchr::memchr3(b' ', b'\t', b'\n', text.trim().as_bytes()).is_none();
     if looks_like_path && let Some(at) = find_ascii_case_insensitive(form, b"::$data") {
         hits.push(Hit::new(&ALTERNATE_STREAM, at..at + 7, "::$DATA"));
     }
