@@ -16,7 +16,14 @@ pub struct RequestId(String);
 impl RequestId {
     /// A new random, time-ordered id (UUIDv7).
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().simple().to_string())
+        // Encoded into a buffer, not through `Display`: every request makes one.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        Self(
+            uuid::Uuid::now_v7()
+                .simple()
+                .encode_lower(&mut buffer)
+                .to_owned(),
+        )
     }
 
     /// Accepts `value` if it is well formed.

@@ -124,7 +124,9 @@ pub(crate) fn upstream_request(
     {
         headers.insert(header::HOST, value);
     }
-    let client_ip = HeaderValue::from_str(&forwarding.client_ip.to_string())?;
+    let mut client_ip = String::with_capacity(15);
+    crate::client_ip::push_ip(&mut client_ip, forwarding.client_ip);
+    let client_ip = HeaderValue::from_str(&client_ip)?;
     headers.insert(X_FORWARDED_FOR, client_ip);
     headers.insert(
         X_FORWARDED_PROTO,

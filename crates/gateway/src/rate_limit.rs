@@ -177,13 +177,15 @@ impl Outcome {
 /// The address as the limits see it: IPv4 whole, IPv6 cut to its network.
 fn push_network(out: &mut String, ip: IpAddr, ipv6_prefix: u8) {
     // Written in place: this runs on every request.
-    let _ = match ip {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
-        IpAddr::V6(v6) => match ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128)) {
-            Ok(net) => write!(out, "{}", net.trunc()),
-            Err(_) => write!(out, "{v6}"),
-        },
-    };
+    match ip {
+        IpAddr::V4(_) => crate::client_ip::push_ip(out, ip),
+        IpAddr::V6(v6) => {
+            let _ = match ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128)) {
+                Ok(net) => write!(out, "{}", net.trunc()),
+                Err(_) => write!(out, "{v6}"),
+            };
+        }
+    }
 }
 
 /// The draft-10 items: `"name";q=100;w=60` and `"name";r=5;t=2`. `t` is the seconds until the
@@ -194,15 +196,18 @@ fn fields(policy: &str, limit: &RateLimit, decision: &RateDecision) -> (String, 
     } else {
         ceil_seconds(decision.retry_after)
     };
+    // Numbers by `itoa` rather than `write!`: these are built for every response.
+    let mut digits = itoa::Buffer::new();
     let mut policy_item = sf_string(policy);
     let mut item = policy_item.clone();
-    let _ = write!(
-        policy_item,
-        ";q={};w={}",
-        limit.quota,
-        limit.window.as_secs().max(1)
-    );
-    let _ = write!(item, ";r={};t={t}", decision.remaining);
+    for (key, value) in [(";q=", limit.quota), (";w=", limit.window.as_secs().max(1))] {
+        policy_item.push_str(key);
+        policy_item.push_str(digits.format(value));
+    }
+    for (key, value) in [(";r=", u64::from(decision.remaining)), (";t=", t)] {
+        item.push_str(key);
+        item.push_str(digits.format(value));
+    }
     (policy_item, item)
 }
 
