@@ -114,7 +114,7 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded {
     if !ascii && std::str::from_utf8(&text).is_err() {
         evasions.insert(Evasions::INVALID_UTF8);
     }
-    let markup = if memchr::memchr2(b'&', b'\\', &text).is_some() {
+    let markup = if may_hold_escapes(&text) {
         let decoded = decode_escapes(&decode_entities(&text));
         (decoded != text).then_some(decoded)
     } else {
@@ -126,6 +126,21 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded {
         evasions,
         percent_rounds,
     }
+}
+
+/// Whether `decode_entities` or `decode_escapes` could change `text`: an entity is `&` then `#`
+/// or a letter (every name in `NAMED_ENTITIES` starts with one), an escape starts with `\`.
+/// Prose with a bare `&` (`rock & roll`) skips both passes and their copies.
+fn may_hold_escapes(text: &[u8]) -> bool {
+    let Some(first) = memchr::memchr2(b'&', b'\\', text) else {
+        return false;
+    };
+    text[first] == b'\\'
+        || memchr::memchr(b'\\', &text[first..]).is_some()
+        || memchr::memchr_iter(b'&', text).any(|at| {
+            text.get(at + 1)
+                .is_some_and(|&next| next == b'#' || next.is_ascii_alphabetic())
+        })
 }
 
 fn hex_value(byte: u8) -> Option<u32> {
@@ -393,6 +408,21 @@ fn decode_escapes(input: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_named_entity_passes_the_escape_prefilter() {
+        for (name, _) in NAMED_ENTITIES {
+            let entity = [&b"&"[..], name, b";"].concat();
+            assert!(
+                may_hold_escapes(&entity),
+                "{}",
+                String::from_utf8_lossy(&entity)
+            );
+        }
+        assert!(may_hold_escapes(b"&#60;") && may_hold_escapes(b"\\x3c"));
+        assert!(!may_hold_escapes(b"rock & roll &&"));
+        assert_eq!(decode(b"rock & roll &&", false).markup, None);
+    }
 
     #[test]
     fn percent_decoding_repeats_and_flags_layers() {
