@@ -135,8 +135,8 @@ fn may_hold_escapes(text: &[u8]) -> bool {
     let Some(first) = memchr::memchr2(b'&', b'\\', text) else {
         return false;
     };
-    text[first] == b'\\'
-        || memchr::memchr(b'\\', &text[first..]).is_some()
+    let text = &text[first..];
+    memchr::memchr(b'\\', text).is_some()
         || memchr::memchr_iter(b'&', text).any(|at| {
             text.get(at + 1)
                 .is_some_and(|&next| next == b'#' || next.is_ascii_alphabetic())

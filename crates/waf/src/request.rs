@@ -283,10 +283,15 @@ mod tests {
     use super::*;
 
     fn values(parts: &RequestParts<'_>) -> Vec<(String, Vec<u8>)> {
+        fields_of(parts, Part::Value)
+    }
+
+    /// The (name, value) of the fields of one part.
+    fn fields_of(parts: &RequestParts<'_>, part: Part) -> Vec<(String, Vec<u8>)> {
         parts
             .fields
             .iter()
-            .filter(|field| field.part == Part::Value)
+            .filter(|field| field.part == part)
             .map(|field| (field.name.to_string(), field.value.to_vec()))
             .collect()
     }
@@ -302,11 +307,9 @@ mod tests {
                 ("n\u{FFFD}ame".to_owned(), b"Jos\xe9".to_vec()),
             ]
         );
-        let names: Vec<&[u8]> = parts
-            .fields
-            .iter()
-            .filter(|field| field.part == Part::Name)
-            .map(|field| field.value.as_ref())
+        let names: Vec<Vec<u8>> = fields_of(&parts, Part::Name)
+            .into_iter()
+            .map(|(_, value)| value)
             .collect();
         assert_eq!(names, [&b"file"[..], b"n\xffame"]);
     }

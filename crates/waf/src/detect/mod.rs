@@ -94,6 +94,25 @@ impl Hit {
     }
 }
 
+/// Where `needle` first occurs in `haystack`, ignoring ASCII case. Candidates are found by the
+/// needle's first byte, in either case, with `memchr2`: detectors call this on every value, and
+/// comparing a window at every position cost more than the rest of their checks.
+pub(crate) fn find_ignoring_ascii_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let Some((&first, rest)) = needle.split_first() else {
+        return Some(0);
+    };
+    memchr::memchr2_iter(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        haystack,
+    )
+    .find(|&at| {
+        haystack
+            .get(at + 1..at + 1 + rest.len())
+            .is_some_and(|candidate| candidate.eq_ignore_ascii_case(rest))
+    })
+}
+
 /// Compiles a pattern for byte haystacks with ASCII classes and word boundaries. Every pattern
 /// here is about ASCII syntax; without Unicode the lazy DFA handles `\b` itself, so each search
 /// stays one linear pass instead of falling back to a slower engine.
@@ -179,6 +198,17 @@ pub fn rule(id: u32) -> Option<&'static Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn case_insensitive_search_finds_every_case_and_position() {
+        assert_eq!(find_ignoring_ascii_case(b"x; IeX $a", b"iex"), Some(3));
+        assert_eq!(find_ignoring_ascii_case(b"CAT", b"cat"), Some(0));
+        assert_eq!(find_ignoring_ascii_case(b"ccat", b"cat"), Some(1));
+        assert_eq!(find_ignoring_ascii_case(b"a::$DaTa", b"::$data"), Some(1));
+        assert_eq!(find_ignoring_ascii_case(b"ca", b"cat"), None);
+        assert_eq!(find_ignoring_ascii_case(b"c a t", b"cat"), None);
+        assert_eq!(find_ignoring_ascii_case(b"", b""), Some(0));
+    }
 
     #[test]
     fn rule_ids_are_unique_and_in_their_family() {

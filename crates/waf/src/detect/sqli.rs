@@ -146,19 +146,14 @@ const QUOTE_LOOKALIKES: &[(&str, &str)] = &[
 /// Every entry of `QUOTE_LOOKALIKES` holds the byte 0xE2, 0xCA or 0xEF, or `â` (C3 A2): a value
 /// with none of them, like most non-English names (`José`), skips the eight searches.
 fn may_hold_quote_lookalike(form: &[u8]) -> bool {
-    memchr::memchr3(0xE2, 0xCA, 0xEF, form).is_some() || holds_pair(form, "\u{E2}".as_bytes())
+    memchr::memchr3(0xE2, 0xCA, 0xEF, form).is_some() || holds_pair(form, [0xC3, 0xA2])
 }
 
-/// Whether `form` holds the two bytes of `pair` in a row. For needles this short `memmem`
+/// Whether `form` holds the two bytes in a row. For needles this short `memmem`
 /// falls back to Rabin-Karp over every byte; the first byte is rare, so `memchr` finds the
 /// candidates faster.
-fn holds_pair(form: &[u8], pair: &[u8]) -> bool {
-    match pair {
-        [first, second] => {
-            memchr::memchr_iter(*first, form).any(|at| form.get(at + 1) == Some(second))
-        }
-        _ => memchr::memmem::find(form, pair).is_some(),
-    }
+fn holds_pair(form: &[u8], [first, second]: [u8; 2]) -> bool {
+    memchr::memchr_iter(first, form).any(|at| form.get(at + 1) == Some(&second))
 }
 
 /// Reports SQL injection in one decoded form.
@@ -185,7 +180,7 @@ fn detect_form(form: &[u8], hits: &mut Vec<Hit>) {
     if detect_windowed(form, hits) {
         return;
     }
-    if holds_pair(form, b"/*") && detect_windowed(&strip_comments(form), hits) {
+    if holds_pair(form, *b"/*") && detect_windowed(&strip_comments(form), hits) {
         // Filters and some applications delete comments, which joins `UN/**/ION` into
         // `UNION`: read the form that way too.
         return;

@@ -8,7 +8,7 @@
 //! `.git/`). Prose is never read as a path: a value with whitespace between words is only
 //! checked for climbing.
 
-use super::{Detector, Hit, Rule, Severity};
+use super::{Detector, Hit, Rule, Severity, find_ignoring_ascii_case};
 
 pub static ESCAPES_ROOT: Rule = Rule {
     id: 930100,
@@ -94,7 +94,7 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
     }
     let text = String::from_utf8_lossy(form);
     let looks_like_path = memchr::memchr3(b' ', b'\t', b'\n', text.trim().as_bytes()).is_none();
-    if looks_like_path && let Some(at) = find_ascii_case_insensitive(form, b"::$data") {
+    if looks_like_path && let Some(at) = find_ignoring_ascii_case(form, b"::$data") {
         hits.push(Hit::new(&ALTERNATE_STREAM, at..at + 7, "::$DATA"));
     }
     let resolved = resolve(&text);
@@ -128,7 +128,7 @@ fn resolve(text: &str) -> Resolved<'_> {
         // and the `::$DATA` stream name.
         let segment = raw.find(';').map_or(raw, |at| &raw[..at]);
         // The stream name is ASCII, so where it starts is a character boundary.
-        let segment = find_ascii_case_insensitive(segment.as_bytes(), b"::$data")
+        let segment = find_ignoring_ascii_case(segment.as_bytes(), b"::$data")
             .map_or(segment, |at| &segment[..at]);
         let trimmed = segment.trim_end_matches([' ', '.']);
         let is_parent = segment.starts_with("..") && trimmed.is_empty();
@@ -175,17 +175,6 @@ fn sensitive_match(segments: &[&str]) -> Option<String> {
                 .find(|dir| segment.eq_ignore_ascii_case(dir))
         })
         .map(|dir| format!("{dir}/"))
-}
-
-/// Where `needle` (which starts with a byte that has no case, like `:`) first occurs in
-/// `haystack`, ignoring ASCII case; candidates are found by their first byte with `memchr`.
-fn find_ascii_case_insensitive(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, _) = needle.split_first()?;
-    memchr::memchr_iter(first, haystack).find(|&at| {
-        haystack
-            .get(at..at + needle.len())
-            .is_some_and(|candidate| candidate.eq_ignore_ascii_case(needle))
-    })
 }
 
 #[cfg(test)]
