@@ -370,7 +370,9 @@ impl Front {
 fn through_the_proxy(mut child: std::process::Child, port: u16, login_location: &str) {
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut up = false;
-    for _ in 0..100 {
+    // Up to 30 s: on a loaded 2-core machine (the whole suite running) the proxy's start has
+    // taken longer than 5 s.
+    for _ in 0..600 {
         if std::net::TcpStream::connect(front).is_ok() {
             up = true;
             break;
