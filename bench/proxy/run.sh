@@ -43,6 +43,7 @@ BASELINE_PORT=18106
 BASELINE="${BASELINE:-}"
 
 source bench/common.sh
+source bench/proxy/conf.sh
 
 
 nginx_conf upstream auto "
@@ -82,24 +83,7 @@ nginx_conf proxy "${WORKERS:-auto}" "
 nginx -c "$WORK/upstream/nginx.conf"
 nginx -c "$WORK/proxy/nginx.conf"
 
-cat > "$WORK/portcullis.toml" <<CONF
-profile = "production"
-[server]
-listen = "127.0.0.1:$PORTCULLIS_PORT"
-admin_listen = "127.0.0.1:$PORTCULLIS_ADMIN"
-trusted_proxies = ["127.0.0.1/32"]
-$([ -n "$WORKERS" ] && echo "workers = $WORKERS")
-data_dir = "$WORK/data"
-[storage]
-allow_sqlite_in_production = true
-[rate_limit]
-client = "$CLIENT_LIMIT"
-$([ "$CLIENT_LIMIT" != off ] && echo "client_burst = 1000000")
-[[route]]
-name = "app"
-path = "/"
-upstream = "http://127.0.0.1:$UPSTREAM_PORT"
-CONF
+portcullis_conf "$WORK/portcullis.toml" "$PORTCULLIS_PORT" "$PORTCULLIS_ADMIN" "$UPSTREAM_PORT" "$WORK/data"
 PORTCULLIS_LOG=warn "$BIN" serve -c "$WORK/portcullis.toml" > "$WORK/portcullis.out" 2> "$WORK/portcullis.err" &
 PORTCULLIS_PID=$!
 PIDS+=("$PORTCULLIS_PID")
