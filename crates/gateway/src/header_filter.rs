@@ -5,6 +5,7 @@
 //! matched once, and only those to drop are removed: usually none or one, with no allocation.
 
 use http::header::{self, HeaderMap, HeaderName};
+use smallvec::SmallVec;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
@@ -76,17 +77,24 @@ pub(crate) fn is_fingerprint(name: &str) -> bool {
 
 /// Removes the fields for which `drop` is true and those the `Connection` header names.
 pub(crate) fn retain(headers: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
-    let mut doomed: Vec<HeaderName> = headers
+    // Usually two or three names (an upstream's `Connection` and `Server`): no allocation.
+    let mut doomed: SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| drop(name.as_str()))
         .cloned()
         .collect();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(text) = value.to_str() else { continue };
-        doomed.extend(
-            text.split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
-        );
+        for token in text.split(',').map(str::trim) {
+            // `close` names no field, and a name `drop` takes is already doomed: neither needs
+            // parsing (`keep-alive` is in nearly every upstream response).
+            if token.eq_ignore_ascii_case("close") || drop(token) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                doomed.push(name);
+            }
+        }
     }
     for name in doomed {
         headers.remove(name);

@@ -198,8 +198,12 @@ fn fields(policy: &str, limit: &RateLimit, decision: &RateDecision) -> (String, 
     };
     // Numbers by `itoa` rather than `write!`: these are built for every response.
     let mut digits = itoa::Buffer::new();
-    let mut policy_item = sf_string(policy);
-    let mut item = policy_item.clone();
+    // Room for the name, its quotes and escapes, and four numbers: no growing on the way.
+    let capacity = policy.len() * 2 + 48;
+    let mut policy_item = String::with_capacity(capacity);
+    push_sf_string(&mut policy_item, policy);
+    let mut item = String::with_capacity(capacity);
+    item.push_str(&policy_item);
     for (key, value) in [(";q=", limit.quota), (";w=", limit.window.as_secs().max(1))] {
         policy_item.push_str(key);
         policy_item.push_str(digits.format(value));
@@ -221,8 +225,7 @@ fn ceil_seconds(duration: Duration) -> u64 {
 
 /// A structured-field String (RFC 8941 §3.3.3): printable ASCII, `"` and `\` escaped; other
 /// bytes (route names are the operator's, but never trusted to be clean) become `_`.
-fn sf_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
+fn push_sf_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {
@@ -235,7 +238,6 @@ fn sf_string(text: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 /// Adds the collected items to a response, one list per field.
@@ -319,6 +321,8 @@ mod tests {
             ..caller
         };
         assert_eq!(limiter.key("api", &[RateKey::User], &user), "api:u=u1");
-        assert_eq!(sf_string("a\"b\\c\u{e9}"), "\"a\\\"b\\\\c_\"");
+        let mut item = String::new();
+        push_sf_string(&mut item, "a\"b\\c\u{e9}");
+        assert_eq!(item, "\"a\\\"b\\\\c_\"");
     }
 }

@@ -189,7 +189,10 @@ impl Gateway {
         // (not the refusals of a client it already banned, and not static assets: a page with
         // broken image links must not get its visitors banned, as CrowdSec's http-probing
         // also leaves them out).
-        if !ctx.blocked && !is_static_asset(&ctx.path) {
+        if matches!(status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN)
+            && !ctx.blocked
+            && !is_static_asset(&ctx.path)
+        {
             if status == StatusCode::NOT_FOUND {
                 self.events
                     .signal("not_found", ctx.client.ip, &ctx.path)

@@ -14,7 +14,7 @@
 //! which is easiest to promise when both run the few lines of [`decide`].
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -145,13 +145,38 @@ pub(crate) fn script_args(rule: &RateRule, now_us: Option<u64>) -> (u64, u32, i6
 /// kept as 64-bit keyed hashes (SipHash under a random key): 16 bytes an entry, whatever the
 /// key's length, and no collisions an attacker could aim for.
 pub(crate) struct RateTable {
-    shards: Box<[Mutex<HashMap<u64, u64>>]>,
+    shards: Box<[Mutex<Tats>]>,
     hasher: std::collections::hash_map::RandomState,
     max_per_shard: usize,
     epoch: Instant,
 }
 
 const SHARDS: usize = 16;
+
+/// TATs by keyed hash. The hash is already SipHash under a secret key, uniform in every bit:
+/// hashing it a second time, as the default hasher would on each lookup, buys nothing.
+type Tats = HashMap<u64, u64, BuildHasherDefault<KeyedHash>>;
+
+/// Passes a [`RateTable`] key's hash through as the table's hash.
+#[derive(Default)]
+struct KeyedHash(u64);
+
+impl Hasher for KeyedHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with this; a fold keeps it a hash for anything else.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
 
 impl RateTable {
     pub(crate) fn new(max_keys: usize) -> Arc<Self> {
@@ -200,7 +225,7 @@ impl RateTable {
 /// Makes room in a full shard. Keys whose TAT has passed go first: forgetting them changes no
 /// answer. When a spray of fresh keys leaves none idle, the half closest to idle goes: each of
 /// those may get a fresh burst, the least any forgetting can give away.
-fn evict(tats: &mut HashMap<u64, u64>, now: u64, max: usize) {
+fn evict(tats: &mut Tats, now: u64, max: usize) {
     tats.retain(|_, tat| *tat > now);
     if tats.len() < max {
         return;

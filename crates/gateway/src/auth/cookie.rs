@@ -67,11 +67,15 @@ pub(crate) fn clear(name: &str) -> Option<HeaderValue> {
 
 /// Drops cookie `name` from the request's `Cookie` headers, keeping every other cookie.
 pub(crate) fn remove_from_request(headers: &mut HeaderMap, name: &str) {
-    let prefix = format!("{name}=");
+    // Runs on every proxied request: no allocation unless the cookie is there.
+    let is_ours = |pair: &str| {
+        pair.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('='))
+    };
     let holds = |value: &HeaderValue| {
         value
             .to_str()
-            .is_ok_and(|text| text.split(';').any(|pair| pair.trim().starts_with(&prefix)))
+            .is_ok_and(|text| text.split(';').any(|pair| is_ours(pair.trim())))
     };
     if !headers.get_all(header::COOKIE).iter().any(holds) {
         return;
@@ -82,7 +86,7 @@ pub(crate) fn remove_from_request(headers: &mut HeaderMap, name: &str) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|text| text.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(&prefix))
+        .filter(|pair| !pair.is_empty() && !is_ours(pair))
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
