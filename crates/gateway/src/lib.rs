@@ -26,6 +26,7 @@ mod hidden;
 mod limits;
 mod listener;
 mod normalize;
+mod pool;
 mod proxy;
 mod rate_limit;
 mod respond;

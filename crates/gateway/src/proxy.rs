@@ -1,7 +1,8 @@
-//! The upstream proxy: a pooled keep-alive HTTP/1.1 client (plain, or TLS verified against the
-//! system's roots plus `upstream.ca_file`), and the rewriting of a request for its upstream
-//! (normalized path, no hop-by-hop or client-sent forwarding headers, our own `X-Forwarded-*`
-//! and `X-Request-Id`).
+//! The upstream proxy: TLS to upstreams (verified against the system's roots plus
+//! `upstream.ca_file`), the pooled client for outbound calls other than proxying (a CAPTCHA
+//! provider, alert webhooks; proxied requests go through [`crate::pool`]), and the rewriting of
+//! a request for its upstream (normalized path, no hop-by-hop or client-sent forwarding
+//! headers, our own `X-Forwarded-*` and `X-Request-Id`).
 
 use std::net::IpAddr;
 
@@ -9,7 +10,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -22,7 +22,7 @@ use crate::header_filter;
 use crate::settings::UpstreamSettings;
 use crate::tls::TlsError;
 
-/// The pooled client shared by all routes.
+/// The pooled client for outbound calls.
 pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 pub(crate) fn client(settings: &UpstreamSettings) -> Result<UpstreamClient, TlsError> {
@@ -46,7 +46,7 @@ pub(crate) fn client(settings: &UpstreamSettings) -> Result<UpstreamClient, TlsE
 
 /// TLS to upstreams: certificates verified, always; trusted roots are the system's and those
 /// in `ca_file` (for a private CA).
-fn upstream_tls(settings: &UpstreamSettings) -> Result<rustls::ClientConfig, TlsError> {
+pub(crate) fn upstream_tls(settings: &UpstreamSettings) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for error in &native.errors {
@@ -85,7 +85,8 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) spent_credential: Option<&'a HeaderName>,
 }
 
-/// Builds the upstream request from the client's.
+/// Builds the upstream request from the client's, its URI in origin form (the path and
+/// query: what HTTP/1.1 sends to an origin server).
 pub(crate) fn upstream_request(
     mut parts: Parts,
     body: Body,
@@ -93,11 +94,7 @@ pub(crate) fn upstream_request(
     path_and_query: PathAndQuery,
     forwarding: &Forwarding<'_>,
 ) -> Result<Request<Body>, http::Error> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = base.scheme().cloned();
-    uri.authority = base.authority().cloned();
-    uri.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
+    parts.uri = Uri::from(path_and_query);
     // An HTTP/2 client's request goes upstream as HTTP/1.1; its authority becomes `Host`.
     parts.version = Version::HTTP_11;
     let headers = &mut parts.headers;
@@ -118,11 +115,14 @@ pub(crate) fn upstream_request(
     for (name, value) in forwarding.identity {
         headers.insert(name.clone(), value.clone());
     }
-    if let Some(host) = forwarding.host
-        && !headers.contains_key(header::HOST)
-        && let Ok(value) = HeaderValue::from_str(host)
-    {
-        headers.insert(header::HOST, value);
+    if !headers.contains_key(header::HOST) {
+        // An HTTP/2 client's `:authority`, else (an HTTP/1.0 client) the upstream's own.
+        let host = forwarding
+            .host
+            .or_else(|| base.authority().map(http::uri::Authority::as_str));
+        if let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(header::HOST, value);
+        }
     }
     let mut client_ip = String::with_capacity(15);
     crate::client_ip::push_ip(&mut client_ip, forwarding.client_ip);
@@ -140,7 +140,7 @@ pub(crate) fn upstream_request(
 }
 
 /// Cleans the upstream's response of hop-by-hop headers and of those that name its software.
-pub(crate) fn downstream_response(mut response: Response<Incoming>) -> Response<Incoming> {
+pub(crate) fn downstream_response<B>(mut response: Response<B>) -> Response<B> {
     header_filter::retain(response.headers_mut(), |name| {
         header_filter::is_hop_by_hop(name) || header_filter::is_fingerprint(name)
     });

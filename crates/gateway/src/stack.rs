@@ -26,6 +26,7 @@ use crate::hidden;
 use crate::limits;
 use crate::listener::StartError;
 use crate::normalize::normalize;
+use crate::pool::UpstreamPool;
 use crate::proxy::{self, Forwarding, UpstreamClient};
 use crate::rate_limit::{self, Limiter};
 use crate::respond::{self, SecurityHeaders};
@@ -47,7 +48,10 @@ pub(crate) struct Gateway {
     routes: RouteTable,
     /// Metrics of requests answered before a route matched.
     unrouted: RouteTelemetry,
+    /// Outbound calls other than proxying (a CAPTCHA provider).
     upstream: UpstreamClient,
+    /// Connections to the routes' upstreams.
+    pool: Arc<UpstreamPool>,
     headers: SecurityHeaders,
     pub(crate) events: EventSink,
     /// The identity service, when identity is on.
@@ -121,6 +125,7 @@ impl Gateway {
         let routes = RouteTable::new(&settings.routes, &settings.waf)?;
         Ok(Self {
             upstream: proxy::client(&settings.upstream)?,
+            pool: UpstreamPool::new(&settings.upstream, proxy::upstream_tls(&settings.upstream)?),
             headers: SecurityHeaders::new(&settings.headers, settings.hsts)?,
             listener_is_loopback: settings.listen.ip().is_loopback(),
             routes,
@@ -725,7 +730,7 @@ impl Gateway {
             &forwarding,
         )
         .map_err(|e| (Reject::BadRequest, e.to_string()))?;
-        let exchange = self.upstream.request(upstream_request);
+        let exchange = self.pool.send(upstream, upstream_request);
         let response = match tokio::time::timeout(self.settings.limits.request_timeout, exchange)
             .await
         {

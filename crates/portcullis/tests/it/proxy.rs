@@ -592,3 +592,111 @@ fn https_upstreams_are_verified_against_the_configured_ca() {
     let reply = get(untrusted.addr, "/over/tls", &[]);
     assert_eq!(reply.status, 502, "{reply:?}");
 }
+
+/// A keep-alive upstream written by hand, so that the test sees its connections: answers `ok`,
+/// 204 on `/empty`, a bodiless 200 to `HEAD`, and on `/once` answers and then closes the
+/// connection without saying so (as servers do to idle keep-alive connections). Counts the
+/// connections it accepted.
+struct CountingUpstream {
+    url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingUpstream {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        // The rest of the head; these requests have no body.
+                        let mut line = String::new();
+                        while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                            line.clear();
+                        }
+                        let answer: &[u8] = if request_line.contains(" /empty ") {
+                            b"HTTP/1.1 204 No Content\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        };
+                        let answer = if request_line.starts_with("HEAD ") {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+                        } else {
+                            answer
+                        };
+                        if stream.write_all(answer).is_err() || request_line.contains(" /once ") {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn one_upstream_connection_serves_request_after_request() {
+    let upstream = CountingUpstream::start();
+    let gateway = Gateway::start(&catch_all("[server]\nworkers = 1", &upstream.url, ""), &[]);
+    for round in 0..4 {
+        assert_eq!(get(gateway.addr, "/page", &[]).body, "ok", "round {round}");
+        // A body that is empty from the start is never read: the connection must come back
+        // all the same.
+        assert_eq!(get(gateway.addr, "/empty", &[]).status, 204);
+        let head = raw(gateway.addr, "HEAD /page HTTP/1.1\r\nHost: app.test", b"");
+        assert_eq!(head.status, 200, "{head:?}");
+    }
+    assert_eq!(upstream.accepted(), 1, "12 requests, one worker");
+}
+
+#[test]
+fn an_upstream_closing_idle_connections_costs_no_request() {
+    let upstream = CountingUpstream::start();
+    let gateway = Gateway::start(&catch_all("[server]\nworkers = 1", &upstream.url, ""), &[]);
+    for round in 0..6 {
+        let reply = get(gateway.addr, "/once", &[]);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "ok"),
+            "round {round}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(upstream.accepted(), 6, "each closed connection replaced");
+}
+
+#[test]
+fn an_upstream_connection_idle_past_the_idle_timeout_is_not_reused() {
+    let upstream = CountingUpstream::start();
+    let gateway = Gateway::start(
+        &catch_all(
+            "[server]\nworkers = 1\n[upstream]\nidle_timeout = \"1s\"",
+            &upstream.url,
+            "",
+        ),
+        &[],
+    );
+    assert_eq!(get(gateway.addr, "/page", &[]).body, "ok");
+    assert_eq!(get(gateway.addr, "/page", &[]).body, "ok");
+    assert_eq!(upstream.accepted(), 1, "reused while fresh");
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(get(gateway.addr, "/page", &[]).body, "ok");
+    assert_eq!(upstream.accepted(), 2, "replaced once idle too long");
+}
