@@ -122,6 +122,9 @@ pub(crate) fn request_host<B>(request: &http::Request<B>) -> Result<Option<Strin
     let from_header = header
         .map(|value| {
             let text = value.to_str().map_err(|_| HostError::Malformed)?;
+            if let Some(host) = plain_host(text) {
+                return Ok(normalize_host(host));
+            }
             let authority: http::uri::Authority = text.parse().map_err(|_| HostError::Malformed)?;
             Ok(normalize_host(authority.host()))
         })
@@ -132,6 +135,22 @@ pub(crate) fn request_host<B>(request: &http::Request<B>) -> Result<Option<Strin
         (Some(host), _) | (None, Some(host)) => Ok(Some(host)),
         (None, None) => Ok(None),
     }
+}
+
+/// The host of a `Host` value that is a plain name or IPv4 address with an optional port (as
+/// nearly all are), read without building an [`http::uri::Authority`]; `None` for anything
+/// else (IPv6, userinfo, stray bytes), which the full parse then accepts or refuses.
+fn plain_host(value: &str) -> Option<&str> {
+    let (host, port) = match value.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (value, None),
+    };
+    let plain = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok());
+    plain.then_some(host)
 }
 
 fn normalize_host(host: &str) -> String {
@@ -253,6 +272,33 @@ mod tests {
         );
         assert_eq!(host("/", &["a b"]), Ok(Err(HostError::Malformed)));
         assert_eq!(host("/", &[]), Ok(Ok(None)));
+    }
+
+    #[test]
+    fn the_plain_host_shortcut_agrees_with_the_full_parse() {
+        for value in [
+            "example.com",
+            "Example.COM:8080",
+            "127.0.0.1:80",
+            "a-b.c.",
+            "x:65535",
+        ] {
+            let parsed: http::uri::Authority = value.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(plain_host(value), Some(parsed.host()), "{value}");
+        }
+        // Left to the full parse, which accepts some and refuses others.
+        for value in [
+            "[::1]:80",
+            "user@host",
+            "host:",
+            "host:65536",
+            "",
+            ":80",
+            "a b",
+            "h:8o",
+        ] {
+            assert_eq!(plain_host(value), None, "{value}");
+        }
     }
 
     #[test]
