@@ -12,16 +12,15 @@
 //!   sat idle; Python servers do so after a few seconds) is sent again on a new connection,
 //!   since none of it was written;
 //! - at most `max_idle_per_host` idle connections are kept, and one idle for `idle_timeout` is
-//!   dropped at its worker's next use of that upstream (a worker with no traffic at all leaves
-//!   them to the upstream, which closes idle connections sooner: the legacy client swept them
-//!   with a timer task instead);
+//!   closed (by its worker's next use of the upstream, or by the worker's sweeper within half
+//!   that time again);
 //! - TCP connect timeout, `TCP_NODELAY`, TCP keep-alive; TLS for `https://` upstreams.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -139,13 +138,20 @@ impl UpstreamPool {
         }
     }
 
-    fn idle_of_this_worker(&self) -> &RefCell<Vec<Idle>> {
-        self.workers.get_or(|| RefCell::new(Vec::new()))
+    fn idle_of_this_worker(self: &Arc<Self>) -> &RefCell<Vec<Idle>> {
+        self.workers.get_or(|| {
+            // This worker's first use: its sweeper closes connections idle past the timeout
+            // even when no request comes along to find them.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(sweep(Arc::downgrade(self)));
+            }
+            RefCell::new(Vec::new())
+        })
     }
 
     /// The most recently used live idle connection to `origin`, if any: the one least likely
     /// to have been closed by the upstream meanwhile.
-    fn checkout(&self, origin: &Uri) -> Option<SendRequest<Body>> {
+    fn checkout(self: &Arc<Self>, origin: &Uri) -> Option<SendRequest<Body>> {
         let mut idle = self.idle_of_this_worker().borrow_mut();
         let idle = idle.iter_mut().find(|i| same_origin(&i.origin, origin))?;
         idle.expire(Instant::now(), self.idle_timeout);
@@ -158,7 +164,7 @@ impl UpstreamPool {
     }
 
     /// Puts a connection whose response has ended back into this worker's pool.
-    fn checkin(&self, origin: Uri, sender: SendRequest<Body>) {
+    fn checkin(self: &Arc<Self>, origin: Uri, sender: SendRequest<Body>) {
         if sender.is_closed() || self.max_idle == 0 {
             return;
         }
@@ -221,6 +227,24 @@ where
         .map_err(UpstreamError::Handshake)?;
     tokio::spawn(drive(connection));
     Ok(sender)
+}
+
+/// Every half idle timeout, drops this worker's connections idle for the whole of it (a
+/// dropped `SendRequest` closes its idle connection); ends with the pool.
+async fn sweep(pool: Weak<UpstreamPool>) {
+    loop {
+        let Some(period) = pool.upgrade().map(|p| p.idle_timeout / 2) else {
+            return;
+        };
+        tokio::time::sleep(period.max(Duration::from_millis(100))).await;
+        let Some(pool) = pool.upgrade() else { return };
+        if let Some(idle) = pool.workers.get() {
+            let now = Instant::now();
+            for upstream in idle.borrow_mut().iter_mut() {
+                upstream.expire(now, pool.idle_timeout);
+            }
+        }
+    }
 }
 
 /// Runs a connection until either side closes it.
