@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use crate::decode::{self, Decoded};
-use crate::detect::{self, Detector, Hit, Rule, Severity, protocol};
+use crate::detect::{self, Detector, Form, Hit, Rule, Severity, protocol};
 use crate::memo::CleanValues;
 use crate::request::{Field, Location, Part, RequestParts};
 
@@ -236,12 +236,13 @@ impl Engine {
         let mut clean = hits.is_empty();
         for (form_name, form) in decoded.forms() {
             let start = hits.len();
-            detect::sqli::detect(form, &mut hits);
-            detect::xss::detect(form, field.location == Location::Path, &mut hits);
-            detect::traversal::detect(form, &mut hits);
-            detect::cmdi::detect(form, &mut hits);
+            let scanned = Form::new(form);
+            detect::sqli::detect(&scanned, &mut hits);
+            detect::xss::detect(&scanned, field.location == Location::Path, &mut hits);
+            detect::traversal::detect(&scanned, &mut hits);
+            detect::cmdi::detect(&scanned, &mut hits);
             if self.config.detection_paranoia >= 2 {
-                detect::anomaly::detect(form, &mut hits);
+                detect::anomaly::detect(&scanned, &mut hits);
             }
             if matches!(
                 field.location,

@@ -6,7 +6,7 @@
 //! paranoia 2, 3 or 4, and score as warnings or errors, so they add to other evidence rather
 //! than block alone at the lower levels.
 
-use super::{Detector, Hit, Rule, Severity};
+use super::{Detector, Form, Hit, Rule, Severity};
 
 pub static SPECIAL_CHARACTERS_12: Rule = Rule {
     id: 942430,
@@ -62,7 +62,8 @@ fn is_special(byte: u8) -> bool {
 }
 
 /// Reports the anomalies of one decoded form.
-pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
+pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
+    let form = form.bytes();
     let special = form.iter().filter(|&&byte| is_special(byte)).count();
     let rule = match special {
         12.. => Some(&SPECIAL_CHARACTERS_12),

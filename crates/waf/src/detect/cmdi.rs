@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 
 use regex::bytes::Regex;
 
-use super::{Detector, Hit, Rule, Severity, find_ignoring_ascii_case, pattern};
+use super::{ByteSet, Detector, Form, Hit, Rule, Severity, find_ignoring_ascii_case, pattern};
 
 pub static COMMAND: Rule = Rule {
     id: 932100,
@@ -256,11 +256,12 @@ static POWERSHELL_PATTERN: LazyLock<Option<Regex>> = LazyLock::new(|| {
 });
 
 /// Reports command injection in one decoded form.
-pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
+pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
+    let bytes = form.bytes();
     if may_hold_powershell(form)
         && let Some(found) = POWERSHELL_PATTERN
             .as_ref()
-            .and_then(|regex| regex.find(form))
+            .and_then(|regex| regex.find(bytes))
     {
         hits.push(Hit::new(
             &POWERSHELL,
@@ -272,11 +273,11 @@ pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
     if !may_hold_command(form) {
         return;
     }
-    let unmarked = markdown_code_as_text(form);
-    let normalized = normalize(unmarked.as_deref().unwrap_or(form));
+    let unmarked = markdown_code_as_text(bytes);
+    let normalized = normalize(unmarked.as_deref().unwrap_or(bytes));
     let tokens = lex(&normalized.text);
-    if let Some((rule, command)) = find_command(&tokens, form, normalized.spacing_evaded) {
-        hits.push(Hit::new(rule, 0..form.len(), command));
+    if let Some((rule, command)) = find_command(&tokens, bytes, normalized.spacing_evaded) {
+        hits.push(Hit::new(rule, 0..bytes.len(), command));
     }
 }
 
@@ -302,26 +303,34 @@ static POWERSHELL_PREFILTER: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyL
         .ok()
 });
 
-/// Whether `form` may match `POWERSHELL_PATTERN`: it holds one of `POWERSHELL_WORDS`.
-fn may_hold_powershell(form: &[u8]) -> bool {
-    POWERSHELL_PREFILTER
-        .as_ref()
-        .is_none_or(|prefilter| prefilter.is_match(form))
+/// Whether `form` may match `POWERSHELL_PATTERN`: it holds one of `POWERSHELL_WORDS`, and one
+/// of the bytes every alternative needs (`-` before a switch or in a cmdlet name, `(`, a quote
+/// or `$` after `iex`, `(` after `.DownloadString`).
+fn may_hold_powershell(form: &Form<'_>) -> bool {
+    form.holds_any(ByteSet::of(b"-(\"'$"))
+        && POWERSHELL_PREFILTER
+            .as_ref()
+            .is_none_or(|prefilter| prefilter.is_match(form.bytes()))
 }
 
 /// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that
 /// builds one (`$IFS`, `{a,b}`, `^`, `%VAR%`), or an absolute path to a binary. A value with
 /// none of these skips the lexer.
-fn may_hold_command(form: &[u8]) -> bool {
-    form.iter().enumerate().any(|(at, &byte)| match byte {
-        b';' | b'|' | b'&' | b'\n' | b'`' | b'$' | b'{' | b'^' => true,
-        b'%' => form.get(at + 1).is_some_and(u8::is_ascii_alphabetic),
-        b'/' => {
-            let rest = &form[at..];
-            rest.starts_with(b"/bin/") || rest.starts_with(b"/sbin/") || rest.starts_with(b"/usr/")
-        }
-        _ => false,
-    })
+fn may_hold_command(form: &Form<'_>) -> bool {
+    if form.holds_any(ByteSet::of(b";|&\n`${^")) {
+        return true;
+    }
+    let bytes = form.bytes();
+    (form.holds(b'%')
+        && memchr::memchr_iter(b'%', bytes)
+            .any(|at| bytes.get(at + 1).is_some_and(u8::is_ascii_alphabetic)))
+        || (form.holds(b'/')
+            && memchr::memchr_iter(b'/', bytes).any(|at| {
+                let rest = &bytes[at..];
+                rest.starts_with(b"/bin/")
+                    || rest.starts_with(b"/sbin/")
+                    || rest.starts_with(b"/usr/")
+            }))
 }
 
 /// Markdown code is text about commands, not a command: a fence (```` ```sh ````) and an inline
@@ -761,7 +770,10 @@ mod tests {
             "Start-Process calc",
             "Set-MpPreference -DisableRealtimeMonitoring 1",
         ] {
-            assert!(may_hold_powershell(attack.as_bytes()), "{attack}");
+            assert!(
+                may_hold_powershell(&Form::new(attack.as_bytes())),
+                "{attack}"
+            );
             assert_eq!(rule_ids(attack), vec![932120], "{attack}");
         }
     }

@@ -94,6 +94,98 @@ impl Hit {
     }
 }
 
+/// A set of byte values. Every detector first asks whether a value holds some byte (a quote,
+/// `<`, `;`) before it tokenizes; one pass over the value answers all of them at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    /// The bytes listed.
+    pub const fn of(bytes: &[u8]) -> Self {
+        let mut set = [0u64; 4];
+        let mut index = 0;
+        while index < bytes.len() {
+            let byte = bytes[index];
+            set[(byte >> 6) as usize] |= 1 << (byte & 63);
+            index += 1;
+        }
+        ByteSet(set)
+    }
+
+    /// Every byte in `first..=last`.
+    pub const fn range(first: u8, last: u8) -> Self {
+        let mut set = [0u64; 4];
+        let mut byte = first as usize;
+        while byte <= last as usize {
+            set[byte >> 6] |= 1 << (byte & 63);
+            byte += 1;
+        }
+        ByteSet(set)
+    }
+
+    pub const fn union(self, other: ByteSet) -> Self {
+        let (a, b) = (self.0, other.0);
+        ByteSet([a[0] | b[0], a[1] | b[1], a[2] | b[2], a[3] | b[3]])
+    }
+
+    /// The bytes `haystack` holds.
+    pub fn present_in(haystack: &[u8]) -> Self {
+        let mut set = [0u64; 4];
+        for &byte in haystack {
+            set[usize::from(byte >> 6)] |= 1 << (byte & 63);
+        }
+        ByteSet(set)
+    }
+
+    pub fn contains(&self, byte: u8) -> bool {
+        self.0[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0
+    }
+
+    /// Whether the two sets share a byte.
+    pub fn intersects(&self, other: ByteSet) -> bool {
+        self.0.iter().zip(other.0).any(|(a, b)| a & b != 0)
+    }
+
+    /// Whether every byte of this set is in `other`.
+    pub fn is_subset(&self, other: ByteSet) -> bool {
+        self.0.iter().zip(other.0).all(|(a, b)| a & !b == 0)
+    }
+}
+
+/// One decoded form of a value, with the set of bytes it holds: what every detector reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Form<'a> {
+    bytes: &'a [u8],
+    present: ByteSet,
+}
+
+impl<'a> Form<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Form {
+            bytes,
+            present: ByteSet::present_in(bytes),
+        }
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The bytes the form holds.
+    pub fn present(&self) -> ByteSet {
+        self.present
+    }
+
+    pub fn holds(&self, byte: u8) -> bool {
+        self.present.contains(byte)
+    }
+
+    /// Whether the form holds any of `bytes`.
+    pub fn holds_any(&self, bytes: ByteSet) -> bool {
+        self.present.intersects(bytes)
+    }
+}
+
 /// Where `needle` first occurs in `haystack`, ignoring ASCII case. Candidates are found by the
 /// needle's first byte, in either case, with `memchr2`: detectors call this on every value, and
 /// comparing a window at every position cost more than the rest of their checks.
@@ -170,11 +262,11 @@ impl PatternTable {
 /// The ids of the rules `detect` reports on `input`, for the detectors' tests.
 #[cfg(test)]
 pub(crate) fn rule_ids_of(
-    detect: impl Fn(&[u8], &mut Vec<Hit>),
+    detect: impl Fn(&Form<'_>, &mut Vec<Hit>),
     input: impl AsRef<[u8]>,
 ) -> Vec<u32> {
     let mut hits = Vec::new();
-    detect(input.as_ref(), &mut hits);
+    detect(&Form::new(input.as_ref()), &mut hits);
     hits.iter().map(|hit| hit.rule.id).collect()
 }
 
@@ -198,6 +290,24 @@ pub fn rule(id: u32) -> Option<&'static Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_set_holds_exactly_its_bytes() {
+        let all: Vec<u8> = (0..=255).collect();
+        let form = Form::new(b"a'\x00\xff;");
+        for byte in all {
+            let expected = matches!(byte, b'a' | b'\'' | 0 | 0xff | b';');
+            assert_eq!(form.holds(byte), expected, "{byte:#x}");
+            assert_eq!(ByteSet::of(&[byte]).is_subset(form.present()), expected);
+        }
+        assert!(form.holds_any(ByteSet::of(b"<;")));
+        assert!(!form.holds_any(ByteSet::of(b"<>")));
+        let letters = ByteSet::range(b'a', b'z');
+        assert!(Form::new(b"abc").present().is_subset(letters));
+        assert!(!Form::new(b"abC").present().is_subset(letters));
+        assert!(letters.union(ByteSet::of(b"C")).contains(b'C'));
+        assert_eq!(ByteSet::present_in(b"cab"), ByteSet::of(b"abc"));
+    }
 
     #[test]
     fn case_insensitive_search_finds_every_case_and_position() {

@@ -8,7 +8,7 @@
 //! `.git/`). Prose is never read as a path: a value with whitespace between words is only
 //! checked for climbing.
 
-use super::{Detector, Hit, Rule, Severity, find_ignoring_ascii_case};
+use super::{ByteSet, Detector, Form, Hit, Rule, Severity, find_ignoring_ascii_case};
 
 pub static ESCAPES_ROOT: Rule = Rule {
     id: 930100,
@@ -85,15 +85,17 @@ const SENSITIVE_PATHS: &[&str] = &[
 const SENSITIVE_DIRS: &[&str] = &[".git", ".svn", ".hg", ".ssh", ".aws"];
 
 /// Reports traversal in one decoded form.
-pub fn detect(form: &[u8], hits: &mut Vec<Hit>) {
-    if !form
-        .iter()
-        .any(|&byte| matches!(byte, b'.' | b'/' | b'\\' | b':'))
-    {
+pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
+    if !form.holds_any(ByteSet::of(b"./\\:")) {
         return;
     }
+    let form = form.bytes();
     let text = String::from_utf8_lossy(form);
     let looks_like_path = memchr::memchr3(b' ', b'\t', b'\n', text.trim().as_bytes()).is_none();
+    if !looks_like_path && memchr::memmem::find(form, b"..").is_none() {
+        // Prose is only checked for climbing, and climbing needs a `..` segment.
+        return;
+    }
     if looks_like_path && let Some(at) = find_ignoring_ascii_case(form, b"::$data") {
         hits.push(Hit::new(&ALTERNATE_STREAM, at..at + 7, "::$DATA"));
     }

@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use libinjectionrs::XssDetector;
 use libinjectionrs::xss::Html5Flags;
 
-use super::{Detector, Hit, PatternTable, Rule, Severity};
+use super::{ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, find_ignoring_ascii_case};
 
 pub static LIBINJECTION: Rule = Rule {
     id: 941100,
@@ -130,35 +130,61 @@ static PATTERNS: LazyLock<PatternTable> = LazyLock::new(|| {
 /// it: markup needs a `<`; an attribute value needs its closing quote, or whitespace or `>` when
 /// unquoted. A value without the terminator cannot break out of that state, so a hit there is
 /// about the value as an attribute (`style=color:red`), not an injection.
-const START_STATES: [(Html5Flags, &str, &[u8]); 5] = [
-    (Html5Flags::DataState, "html5:data", b"<"),
-    (Html5Flags::ValueNoQuote, "html5:unquoted", b" \t\n\x0c\r>"),
-    (Html5Flags::ValueSingleQuote, "html5:single-quoted", b"'"),
-    (Html5Flags::ValueDoubleQuote, "html5:double-quoted", b"\""),
-    (Html5Flags::ValueBackQuote, "html5:back-quoted", b"`"),
+const START_STATES: [(Html5Flags, &str, ByteSet); 5] = [
+    (Html5Flags::DataState, "html5:data", ByteSet::of(b"<")),
+    (
+        Html5Flags::ValueNoQuote,
+        "html5:unquoted",
+        ByteSet::of(b" \t\n\x0c\r>"),
+    ),
+    (
+        Html5Flags::ValueSingleQuote,
+        "html5:single-quoted",
+        ByteSet::of(b"'"),
+    ),
+    (
+        Html5Flags::ValueDoubleQuote,
+        "html5:double-quoted",
+        ByteSet::of(b"\""),
+    ),
+    (
+        Html5Flags::ValueBackQuote,
+        "html5:back-quoted",
+        ByteSet::of(b"`"),
+    ),
 ];
 
 /// Reports XSS in one decoded form. `in_path` leaves out the rules about script APIs, which
 /// documentation URLs name (`/javascript-manual/document.cookie`).
-pub fn detect(form: &[u8], in_path: bool, hits: &mut Vec<Hit>) {
-    if !may_hold_markup(form) {
+pub fn detect(form: &Form<'_>, in_path: bool, hits: &mut Vec<Hit>) {
+    if !form.holds_any(ByteSet::of(b"<>=:(`\"'.[")) {
+        // XSS needs markup, an attribute, a URL scheme or a script call: a value without any
+        // of these bytes cannot hold one.
         return;
     }
-    if may_hold_tag_or_attribute(form)
+    let bytes = form.bytes();
+    // libinjection's XSS tokenizer reports only a tag, a comment or a doctype (each opened by
+    // `<`) or an attribute's value (reached only through `=`), whatever its start state: a
+    // value with neither byte skips its passes. `libinjection_needs_a_tag_or_an_attribute_value`
+    // checks this on the XSS corpus.
+    if form.holds_any(ByteSet::of(b"<="))
         && let Some((_, state, _)) = START_STATES.iter().find(|(flags, _, terminators)| {
-            form.iter().any(|byte| terminators.contains(byte)) && XssDetector::is_xss(form, *flags)
+            form.holds_any(*terminators) && XssDetector::is_xss(bytes, *flags)
         })
     {
-        hits.push(Hit::new(&LIBINJECTION, 0..form.len(), *state));
+        hits.push(Hit::new(&LIBINJECTION, 0..bytes.len(), *state));
+    }
+    if !may_match_pattern(form) {
+        return;
     }
     // Browsers drop tabs, newlines and NULs inside a URL scheme (`java\tscript:`); fold them
     // out, and case, before the patterns run. Removing bytes shifts spans, so report spans in
     // the folded text only when nothing was removed.
-    let mut folded = form.to_ascii_lowercase();
-    if memchr::memchr3(b'\t', b'\n', b'\r', form).is_some() {
-        folded.retain(|byte| !matches!(byte, b'\t' | b'\n' | b'\r'));
+    let mut folded = bytes.to_ascii_lowercase();
+    if form.holds_any(SKIPPED_IN_SCHEMES) {
+        folded.retain(|byte| !SKIPPED_IN_SCHEMES.contains(*byte));
     }
-    let shifted = folded.len() != form.len();
+    let shifted = folded.len() != bytes.len();
     for (found, rule) in PATTERNS.matches(&folded) {
         if hits.iter().any(|hit| std::ptr::eq(hit.rule, rule))
             || in_path && (std::ptr::eq(rule, &DOM_SINK) || std::ptr::eq(rule, &SCRIPT_CALL))
@@ -166,7 +192,7 @@ pub fn detect(form: &[u8], in_path: bool, hits: &mut Vec<Hit>) {
             continue;
         }
         let span = if shifted {
-            0..form.len()
+            0..bytes.len()
         } else {
             found.range()
         };
@@ -175,23 +201,28 @@ pub fn detect(form: &[u8], in_path: bool, hits: &mut Vec<Hit>) {
     }
 }
 
-/// libinjection's XSS tokenizer reports only a tag, a comment or a doctype (each opened by `<`)
-/// or an attribute's value (reached only through `=`), whatever its start state: a value with
-/// neither byte skips its passes, which prose and URLs without a query otherwise all pay.
-/// `libinjection_needs_a_tag_or_an_attribute_value` checks this on the XSS corpus.
-fn may_hold_tag_or_attribute(form: &[u8]) -> bool {
-    memchr::memchr2(b'<', b'=', form).is_some()
-}
+/// Bytes browsers skip inside a URL scheme.
+const SKIPPED_IN_SCHEMES: ByteSet = ByteSet::of(b"\t\n\r");
 
-/// XSS needs markup, an attribute, a URL scheme or a script call: a value without any of
-/// `< > = : ( ) \``, quotes or `.` cannot hold one. This skips the tokenizer for most values.
-fn may_hold_markup(form: &[u8]) -> bool {
-    form.iter().any(|byte| {
-        matches!(
-            byte,
-            b'<' | b'>' | b'=' | b':' | b'(' | b'`' | b'"' | b'\'' | b'.' | b'['
-        )
-    })
+/// What each of `PATTERNS` cannot match without. An event handler, `srcdoc=` and `innerHTML=`
+/// need `=`; a script URL and `-moz-binding:` need `:`; calls need `(` (or a backtick, `[`,
+/// `{` for the obfuscated forms); UTF-7 needs `+`. Without any of those, two patterns still
+/// match with `.`: a breakout (a quote or `<`, then one of `;,)+-*/|&`, then `document.`) and
+/// a DOM sink (`document.cookie`, `window.location`). Most prose and identifiers hold none of
+/// this and skip the lowercase copy and the automaton; `the_pattern_gate_passes_every_match`
+/// checks it on libinjection's samples.
+fn may_match_pattern(form: &Form<'_>) -> bool {
+    if form.holds_any(ByteSet::of(b"=:([{`+")) {
+        return true;
+    }
+    if !form.holds(b'.') {
+        return false;
+    }
+    // Tabs and newlines are removed before the patterns run, which can join a word.
+    form.holds_any(SKIPPED_IN_SCHEMES)
+        || form.holds_any(ByteSet::of(b"'\"`<")) && form.holds_any(ByteSet::of(b";,)+-*/|&"))
+        || find_ignoring_ascii_case(form.bytes(), b"document").is_some()
+        || find_ignoring_ascii_case(form.bytes(), b"window").is_some()
 }
 
 #[cfg(test)]
@@ -207,7 +238,53 @@ mod tests {
         assert!(PATTERNS.complete(7));
     }
 
-    /// The premise of `may_hold_tag_or_attribute`: libinjection's XSS tokenizer flags nothing
+    /// `may_match_pattern` never turns away a value one of `PATTERNS` matches: checked on
+    /// every line of libinjection's XSS samples and false positives, and on each with its
+    /// `(`, `=` and `:` taken out, which leaves the rarer shapes the gate must still see.
+    #[test]
+    fn the_pattern_gate_passes_every_match() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/libinjection");
+        // The shapes that match with `.` alone, which the samples lack.
+        let mut values: Vec<Vec<u8>> = [
+            &b"window . location"[..],
+            b"Document.Cookie",
+            b"';alert.x",
+            b"</b>,prompt.x",
+        ]
+        .map(<[u8]>::to_vec)
+        .to_vec();
+        for entry in std::fs::read_dir(data).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("xss-") || name == "false_positives.txt" {
+                let text = std::fs::read(entry.path()).unwrap_or_default();
+                for line in text.split(|&byte| byte == b'\n') {
+                    values.push(line.to_vec());
+                    values.push(
+                        line.iter()
+                            .copied()
+                            .filter(|byte| !b"(=:".contains(byte))
+                            .collect(),
+                    );
+                }
+            }
+        }
+        let mut matched = 0;
+        for value in values {
+            let mut folded = value.to_ascii_lowercase();
+            folded.retain(|byte| !SKIPPED_IN_SCHEMES.contains(*byte));
+            if PATTERNS.matches(&folded).next().is_some() {
+                matched += 1;
+                assert!(
+                    may_match_pattern(&Form::new(&value)),
+                    "{}",
+                    String::from_utf8_lossy(&value)
+                );
+            }
+        }
+        assert!(matched > 1000, "{matched} values matched a pattern");
+    }
+
+    /// The premise of the `<`/`=` gate in `detect`: libinjection's XSS tokenizer flags nothing
     /// without `<` or `=`, in any start state. Checked on every line of libinjection's XSS
     /// samples and false positives with those bytes taken out (and, as a control, that the
     /// lines themselves are caught).

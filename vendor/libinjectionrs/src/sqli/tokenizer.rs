@@ -132,6 +132,14 @@ impl Token {
         }
     }
     
+    /// The bytes the token keeps (at most 32).
+    ///
+    /// Portcullis: the folding compares these with keywords; it read them through
+    /// `value_as_str`, a UTF-8 check per comparison.
+    pub fn value(&self) -> &[u8] {
+        &self.val[..self.len.min(32)]
+    }
+
     pub fn value_as_str(&self) -> &str {
         let end = self.len.min(32);
         // For display purposes, show lossy conversion to handle 0xFF bytes
