@@ -307,10 +307,15 @@ static POWERSHELL_PREFILTER: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyL
 /// of the bytes every alternative needs (`-` before a switch or in a cmdlet name, `(`, a quote
 /// or `$` after `iex`, `(` after `.DownloadString`).
 fn may_hold_powershell(form: &Form<'_>) -> bool {
-    form.holds_any(ByteSet::of(b"-(\"'$"))
-        && POWERSHELL_PREFILTER
+    if form.holds_any(ByteSet::of(b"-(")) {
+        POWERSHELL_PREFILTER
             .as_ref()
             .is_none_or(|prefilter| prefilter.is_match(form.bytes()))
+    } else {
+        // Only `iex` and a quote or `$` remain possible.
+        form.holds_any(ByteSet::of(b"\"'$"))
+            && find_ignoring_ascii_case(form.bytes(), b"iex").is_some()
+    }
 }
 
 /// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that
@@ -405,12 +410,10 @@ static IFS: LazyLock<Option<Regex>> = LazyLock::new(|| {
 });
 
 fn normalize(form: &[u8]) -> Normalized {
-    let mut text = String::from_utf8_lossy(form).into_owned();
+    let mut text = String::from_utf8_lossy(form);
     let mut spacing_evaded = false;
-    if let Some(regex) = IFS
-        .as_ref()
-        .filter(|_| memchr::memchr2(b'$', b'%', form).is_some())
-    {
+    let variables = memchr::memchr2(b'$', b'%', form).is_some();
+    if let Some(regex) = IFS.as_ref().filter(|_| variables) {
         let replaced =
             regex.replace_all(text.as_bytes(), |captures: &regex::bytes::Captures<'_>| {
                 let matched = captures.get(0).map_or(&b""[..], |found| found.as_bytes());
@@ -424,13 +427,13 @@ fn normalize(form: &[u8]) -> Normalized {
             });
         if replaced.as_ref() != text.as_bytes() {
             spacing_evaded = true;
-            text = String::from_utf8_lossy(&replaced).into_owned();
+            text = String::from_utf8_lossy(&replaced).into_owned().into();
         }
     }
     let mut lowered = text.to_ascii_lowercase();
+    // `replace` copies the whole text even when nothing matches; most texts hold none.
     for (from, to) in [("%comspec%", "cmd"), ("$@", ""), ("$*", "")] {
-        // `replace` copies the whole text even when nothing matches; most texts hold none.
-        if lowered.contains(from) {
+        if variables && lowered.contains(from) {
             lowered = lowered.replace(from, to);
         }
     }
@@ -509,7 +512,8 @@ enum Token<'a> {
 
 fn lex(text: &str) -> Vec<Token<'_>> {
     let bytes = text.as_bytes();
-    let mut tokens = Vec::new();
+    // A token takes at least one byte and most take several: this is one allocation.
+    let mut tokens = Vec::with_capacity(bytes.len() / 2 + 1);
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -618,13 +622,15 @@ fn find_command(
     let mut weak = None;
     for (index, token) in tokens.iter().enumerate() {
         let Token::Word(word) = token else { continue };
-        if !is_command(word) {
-            continue;
-        }
         let previous = index.checked_sub(1).and_then(|at| tokens.get(at));
         let in_command_position = matches!(previous, Some(Token::Separator | Token::Substitution));
         let substituted = matches!(previous, Some(Token::Substitution));
         let absolute = word.starts_with('/') && word[1..].contains('/');
+        // Only a word in one of these positions is reported below: most words of a sentence
+        // with a `;` skip the lookup.
+        if !(in_command_position || absolute || index == 0 && spacing_evaded) || !is_command(word) {
+            continue;
+        }
         let rest = &tokens[index + 1..];
         let arguments: Vec<&str> = rest
             .iter()
