@@ -130,11 +130,24 @@ impl ByteSet {
 
     /// The bytes `haystack` holds.
     pub fn present_in(haystack: &[u8]) -> Self {
-        let mut set = [0u64; 4];
-        for &byte in haystack {
-            set[usize::from(byte >> 6)] |= 1 << (byte & 63);
+        // Each set bit is a load and a store to the same few words, so consecutive bytes wait
+        // on each other; four sets filled in turn take half the time (the engine does this
+        // for every decoded form).
+        let mut sets = [[0u64; 4]; 4];
+        let mut chunks = haystack.chunks_exact(4);
+        for chunk in &mut chunks {
+            for (set, &byte) in sets.iter_mut().zip(chunk) {
+                set[usize::from(byte >> 6)] |= 1 << (byte & 63);
+            }
         }
-        ByteSet(set)
+        for &byte in chunks.remainder() {
+            sets[0][usize::from(byte >> 6)] |= 1 << (byte & 63);
+        }
+        let [a, b, c, d] = sets;
+        ByteSet(a)
+            .union(ByteSet(b))
+            .union(ByteSet(c))
+            .union(ByteSet(d))
     }
 
     pub fn contains(&self, byte: u8) -> bool {
@@ -307,6 +320,16 @@ mod tests {
         assert!(!Form::new(b"abC").present().is_subset(letters));
         assert!(letters.union(ByteSet::of(b"C")).contains(b'C'));
         assert_eq!(ByteSet::present_in(b"cab"), ByteSet::of(b"abc"));
+        // Every byte at every position of the four-way split and of the remainder.
+        for len in 1..=9 {
+            for at in 0..len {
+                for byte in [0, b'a', 0x7f, 0x80, 0xff] {
+                    let mut value = vec![b'-'; len];
+                    value[at] = byte;
+                    assert_eq!(ByteSet::present_in(&value), ByteSet::of(&value));
+                }
+            }
+        }
     }
 
     #[test]
