@@ -6,6 +6,7 @@
 # inclusive, so that a change can be aimed.
 #
 # Usage: bash bench/proxy/instructions.sh [top=40]
+# With KEEP=DIR, the callgrind profiles are copied to DIR (for callgrind_annotate --tree=caller).
 # Each target runs under callgrind; wrk drives it on 127.0.0.1 for 3 s of warm-up and then 10 s
 # with instrumentation on, and the count is divided by the requests wrk completed. Installs
 # valgrind, nginx and wrk from Debian's packages if missing.
@@ -47,6 +48,7 @@ count() {
   wait "$pid" 2>/dev/null || true
   local file
   file=$(ls -t "$WORK/$name".cg.* | head -1)
+  if [ -n "${KEEP:-}" ]; then cp "$file" "$KEEP/$name.cg"; fi
   callgrind_annotate --inclusive=yes "$file" 2>/dev/null > "$WORK/$name.annotated"
   local total
   total=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }' "$WORK/$name.annotated")
