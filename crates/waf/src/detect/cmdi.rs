@@ -628,7 +628,8 @@ fn find_command(
         let absolute = word.starts_with('/') && word[1..].contains('/');
         // Only a word in one of these positions is reported below: most words of a sentence
         // with a `;` skip the lookup.
-        if !(in_command_position || absolute || index == 0 && spacing_evaded) || !is_command(word) {
+        let positioned = in_command_position || absolute || index == 0 && spacing_evaded;
+        if !positioned || !is_command(word) {
             continue;
         }
         let rest = &tokens[index + 1..];
@@ -659,7 +660,7 @@ fn find_command(
         let described = format!("{name} {}", arguments.join(" "))
             .trim_end()
             .to_owned();
-        if evaded && (in_command_position || absolute || index == 0 && spacing_evaded) {
+        if evaded {
             return Some((&EVADED_COMMAND, described));
         }
         if in_command_position || absolute {

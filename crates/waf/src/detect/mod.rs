@@ -283,6 +283,23 @@ pub(crate) fn rule_ids_of(
     hits.iter().map(|hit| hit.rule.id).collect()
 }
 
+/// The lines of libinjection's sample files for `family` (`sqli`, `xss`) and of its false
+/// positives, for the detectors' tests of their gates.
+#[cfg(test)]
+pub(crate) fn libinjection_lines(family: &str) -> Vec<Vec<u8>> {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/libinjection");
+    let prefix = format!("{family}-");
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(data).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) || name == "false_positives.txt" {
+            let text = std::fs::read(entry.path()).unwrap_or_default();
+            lines.extend(text.split(|&byte| byte == b'\n').map(<[u8]>::to_vec));
+        }
+    }
+    lines
+}
+
 /// Every rule, for documentation, `waf check` and the exclusions' validation.
 pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
     sqli::RULES

@@ -243,7 +243,6 @@ mod tests {
     /// `(`, `=` and `:` taken out, which leaves the rarer shapes the gate must still see.
     #[test]
     fn the_pattern_gate_passes_every_match() {
-        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/libinjection");
         // The shapes that match with `.` alone, which the samples lack.
         let mut values: Vec<Vec<u8>> = [
             &b"window . location"[..],
@@ -253,20 +252,13 @@ mod tests {
         ]
         .map(<[u8]>::to_vec)
         .to_vec();
-        for entry in std::fs::read_dir(data).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("xss-") || name == "false_positives.txt" {
-                let text = std::fs::read(entry.path()).unwrap_or_default();
-                for line in text.split(|&byte| byte == b'\n') {
-                    values.push(line.to_vec());
-                    values.push(
-                        line.iter()
-                            .copied()
-                            .filter(|byte| !b"(=:".contains(byte))
-                            .collect(),
-                    );
-                }
-            }
+        for line in super::super::libinjection_lines("xss") {
+            let stripped = line
+                .iter()
+                .copied()
+                .filter(|byte| !b"(=:".contains(byte))
+                .collect();
+            values.extend([line, stripped]);
         }
         let mut matched = 0;
         for value in values {
@@ -290,38 +282,22 @@ mod tests {
     /// lines themselves are caught).
     #[test]
     fn libinjection_needs_a_tag_or_an_attribute_value() {
-        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/libinjection");
         let (mut lines, mut caught) = (0, 0);
-        let files = std::fs::read_dir(data)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| {
-                path.file_name()
-                    .map(|name| name.to_string_lossy())
-                    .is_some_and(|name| name.starts_with("xss-") || name == "false_positives.txt")
-            });
-        for path in files {
-            for line in std::fs::read(&path)
-                .unwrap_or_default()
-                .split(|&byte| byte == b'\n')
-            {
-                let stripped: Vec<u8> = line
-                    .iter()
-                    .copied()
-                    .filter(|byte| !matches!(byte, b'<' | b'='))
-                    .collect();
-                for (flags, state, _) in START_STATES {
-                    caught += usize::from(XssDetector::is_xss(line, flags));
-                    assert!(
-                        !XssDetector::is_xss(&stripped, flags),
-                        "{state}: {}",
-                        String::from_utf8_lossy(&stripped)
-                    );
-                }
-                lines += 1;
+        for line in super::super::libinjection_lines("xss") {
+            let stripped: Vec<u8> = line
+                .iter()
+                .copied()
+                .filter(|byte| !matches!(byte, b'<' | b'='))
+                .collect();
+            for (flags, state, _) in START_STATES {
+                caught += usize::from(XssDetector::is_xss(&line, flags));
+                assert!(
+                    !XssDetector::is_xss(&stripped, flags),
+                    "{state}: {}",
+                    String::from_utf8_lossy(&stripped)
+                );
             }
+            lines += 1;
         }
         assert!(
             lines > 2000 && caught > 2000,
