@@ -18,7 +18,9 @@ use std::sync::LazyLock;
 
 use regex::bytes::Regex;
 
-use super::{ByteSet, Detector, Form, Hit, Rule, Severity, find_ignoring_ascii_case, pattern};
+use super::{
+    ByteSet, Detector, Form, Hit, Rule, Severity, find_ignoring_ascii_case, pattern, text_of,
+};
 
 pub static COMMAND: Rule = Rule {
     id: 932100,
@@ -346,7 +348,7 @@ fn markdown_code_as_text(form: &[u8]) -> Option<Vec<u8>> {
     /// Words outside code that make a value prose.
     const MIN_PROSE_WORDS: usize = 4;
     memchr::memchr(b'`', form)?;
-    let text = String::from_utf8_lossy(form);
+    let text = text_of(form);
     let mut out = String::with_capacity(text.len());
     let mut prose_words = 0;
     let mut rest = text.as_ref();
@@ -410,7 +412,7 @@ static IFS: LazyLock<Option<Regex>> = LazyLock::new(|| {
 });
 
 fn normalize(form: &[u8]) -> Normalized {
-    let mut text = String::from_utf8_lossy(form);
+    let mut text = text_of(form);
     let mut spacing_evaded = false;
     let variables = memchr::memchr2(b'$', b'%', form).is_some();
     if let Some(regex) = IFS.as_ref().filter(|_| variables) {

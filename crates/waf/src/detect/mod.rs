@@ -12,6 +12,7 @@ pub mod sqli;
 pub mod traversal;
 pub mod xss;
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use regex::bytes::{Match, Regex, RegexBuilder, RegexSet, RegexSetBuilder};
@@ -196,6 +197,21 @@ impl<'a> Form<'a> {
     /// Whether the form holds any of `bytes`.
     pub fn holds_any(&self, bytes: ByteSet) -> bool {
         self.present.intersects(bytes)
+    }
+
+    /// The form as text, invalid UTF-8 replaced by U+FFFD.
+    pub fn text(&self) -> Cow<'a, str> {
+        text_of(self.bytes)
+    }
+}
+
+/// `bytes` as text, invalid UTF-8 replaced by U+FFFD. The strict check comes first: it reads
+/// ASCII a word at a time, where `String::from_utf8_lossy` walks it in chunks several times
+/// slower, and nearly every value is valid.
+pub(crate) fn text_of(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 

@@ -89,28 +89,29 @@ pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
     if !form.holds_any(ByteSet::of(b"./\\:")) {
         return;
     }
-    let form = form.bytes();
-    let text = String::from_utf8_lossy(form);
-    let looks_like_path = memchr::memchr3(b' ', b'\t', b'\n', text.trim().as_bytes()).is_none();
-    if !looks_like_path && memchr::memmem::find(form, b"..").is_none() {
+    let bytes = form.bytes();
+    let looks_like_path = !form.holds_any(ByteSet::of(b" \t\n"))
+        || memchr::memchr3(b' ', b'\t', b'\n', form.text().trim().as_bytes()).is_none();
+    if !looks_like_path && memchr::memmem::find(bytes, b"..").is_none() {
         // Prose is only checked for climbing, and climbing needs a `..` segment.
         return;
     }
-    if looks_like_path && let Some(at) = find_ignoring_ascii_case(form, b"::$data") {
+    if looks_like_path && let Some(at) = find_ignoring_ascii_case(bytes, b"::$data") {
         hits.push(Hit::new(&ALTERNATE_STREAM, at..at + 7, "::$DATA"));
     }
+    let text = form.text();
     let resolved = resolve(&text);
     if resolved.escapes {
         hits.push(Hit::new(
             &ESCAPES_ROOT,
-            0..form.len(),
+            0..bytes.len(),
             format!("../{}", resolved.segments.join("/")),
         ));
     }
     if (looks_like_path || resolved.escapes)
         && let Some(name) = sensitive_match(&resolved.segments)
     {
-        hits.push(Hit::new(&SENSITIVE_FILE, 0..form.len(), name));
+        hits.push(Hit::new(&SENSITIVE_FILE, 0..bytes.len(), name));
     }
 }
 
