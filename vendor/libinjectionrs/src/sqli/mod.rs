@@ -231,7 +231,9 @@ impl<'a> SqliState<'a> {
         }
         
         // If input has a single quote, test as if input was actually preceded by '
-        if self.input.contains(&b'\'') {
+        // Portcullis: `memchr`, whose vector search is several times faster than the
+        // byte-by-byte `contains`.
+        if memchr::memchr(b'\'', self.input).is_some() {
             self.reset(SqliFlags::new(SqliFlags::FLAG_QUOTE_SINGLE.0 | SqliFlags::FLAG_SQL_ANSI.0));
             let fingerprint = self.fingerprint();
             if self.check_is_sqli(&fingerprint) {
@@ -249,7 +251,7 @@ impl<'a> SqliState<'a> {
         
         // If input has a double quote, test as if input was actually preceded by "
         // C only uses MySQL mode for double quotes (libinjection_sqli.c:2303-2304)
-        if self.input.contains(&b'"') {
+        if memchr::memchr(b'"', self.input).is_some() {
             self.reset(SqliFlags::new(SqliFlags::FLAG_QUOTE_DOUBLE.0 | SqliFlags::FLAG_SQL_MYSQL.0));
             let fingerprint = self.fingerprint();
             if self.check_is_sqli(&fingerprint) {
@@ -368,7 +370,7 @@ impl<'a> SqliState<'a> {
                 if !(token.token_type == TokenType::Comment ||
                      token.token_type == TokenType::LeftParenthesis ||
                      token.token_type == TokenType::SqlType ||
-                     self.is_unary_op(&token)) {
+                     self.is_unary_op(token)) {
                     // Found a real token, keep it at position 0
                     break;
                 }
@@ -443,10 +445,10 @@ impl<'a> SqliState<'a> {
                     self.stats_tokens += 1;
                     
                     if token.token_type == TokenType::Comment {
-                        last_comment = token;
+                        last_comment = token.clone();
                     } else {
                         last_comment.token_type = TokenType::None;
-                        self.token_vec[pos] = token;
+                        self.token_vec[pos] = token.clone();
                         pos += 1;
                     }
                 } else {
@@ -736,10 +738,10 @@ impl<'a> SqliState<'a> {
                     self.stats_tokens += 1;
                     
                     if token.token_type == TokenType::Comment {
-                        last_comment = token;
+                        last_comment = token.clone();
                     } else {
                         last_comment.token_type = TokenType::None;
-                        self.token_vec[pos] = token;
+                        self.token_vec[pos] = token.clone();
                         pos += 1;
                     }
                 } else {

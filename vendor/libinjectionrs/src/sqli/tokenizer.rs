@@ -171,11 +171,8 @@ impl Token {
         self.val = [0; 32];
         
         // Copy the value
-        for i in 0..actual_copy_len {
-            self.val[i] = value[i];
-        }
-        
-        self.val[actual_copy_len] = CHAR_NULL;
+        // Portcullis: one slice copy, not a bounds-checked loop per byte.
+        self.val[..actual_copy_len].copy_from_slice(&value[..actual_copy_len]);
         // Note: str_open, str_close, and count are NOT reset to preserve variable info like C st_assign()
     }
     
@@ -296,7 +293,9 @@ impl<'a> SqliTokenizer<'a> {
     }
     
     // Main tokenization function - matches libinjection_sqli_tokenize
-    pub fn next_token(&mut self) -> Option<Token> {
+    /// Portcullis: lends the token instead of returning a copy; the folding copies it once,
+    /// into its working set.
+    pub fn next_token(&mut self) -> Option<&Token> {
         if self.input.is_empty() || self.pos >= self.input.len() {
             return None;
         }
@@ -316,14 +315,14 @@ impl<'a> SqliTokenizer<'a> {
             self.pos = new_pos;
             
             if self.current.token_type != TokenType::None {
-                return Some(self.current.clone());
+                return Some(&self.current);
             }
         }
         
         None
     }
     
-    fn parse_first_token_with_quote_context(&mut self, quote_char: u8) -> Option<Token> {
+    fn parse_first_token_with_quote_context(&mut self, quote_char: u8) -> Option<&Token> {
         // FIXED: Implements exact C behavior from libinjection_sqli.c parse_string_core function
         // Called from libinjection_sqli.c:1216: parse_string_core(s, slen, 0, current, flag2delim(sf->flags), 0)
         // This handles FLAG_QUOTE_DOUBLE context where input is treated as if starting with a quote
@@ -338,13 +337,9 @@ impl<'a> SqliTokenizer<'a> {
         let search_start = pos + offset;
         let search_len = len - pos - offset;
         
-        let mut qpos_idx = None;
-        for i in search_start..(search_start + search_len) {
-            if self.input[i] == quote_char {
-                qpos_idx = Some(i);
-                break;
-            }
-        }
+        // Portcullis: the `memchr` crate's vector search, for a byte-by-byte loop.
+        let mut qpos_idx = memchr::memchr(quote_char, &self.input[search_start..search_start + search_len])
+            .map(|at| search_start + at);
         
         // From libinjection_sqli.c:638-643: Set str_open based on offset
         // offset = 0 means "simulated quote", so str_open = CHAR_NULL
@@ -377,13 +372,7 @@ impl<'a> SqliTokenizer<'a> {
                 // libinjection_sqli.c:605-606: If odd number of backslashes, it's escaped
                 if backslash_count & 1 == 1 {
                     // libinjection_sqli.c:656-659: Continue search from qpos + 1
-                    qpos_idx = None;
-                    for i in (qpos + 1)..len {
-                        if self.input[i] == quote_char {
-                            qpos_idx = Some(i);
-                            break;
-                        }
-                    }
+                    qpos_idx = memchr::memchr(quote_char, &self.input[qpos + 1..len]).map(|at| qpos + 1 + at);
                     continue;
                 }
             }
@@ -393,13 +382,7 @@ impl<'a> SqliTokenizer<'a> {
             // Implements libinjection_sqli.c:610-612: ((cur + 1) < end) && *(cur + 1) == *cur
             if qpos + 1 < len && self.input[qpos + 1] == quote_char {
                 // libinjection_sqli.c:661-664: Continue search from qpos + 2
-                qpos_idx = None;
-                for i in (qpos + 2)..len {
-                    if self.input[i] == quote_char {
-                        qpos_idx = Some(i);
-                        break;
-                    }
-                }
+                qpos_idx = memchr::memchr(quote_char, &self.input[qpos + 2..len]).map(|at| qpos + 2 + at);
                 continue;
             }
             
@@ -414,7 +397,7 @@ impl<'a> SqliTokenizer<'a> {
             
             // libinjection_sqli.c:670: return (size_t)(qpos - cs + 1)
             self.pos = qpos + 1;
-            return Some(self.current.clone());
+            return Some(&self.current);
         }
         
         // No closing quote found - libinjection_sqli.c:646-654
@@ -424,7 +407,7 @@ impl<'a> SqliTokenizer<'a> {
         self.current.str_close = CHAR_NULL; // libinjection_sqli.c:653
         self.pos = self.input.len(); // libinjection_sqli.c:654: return len
         
-        Some(self.current.clone())
+        Some(&self.current)
     }
     
     // Character dispatch function - matches char_parse_map in C
@@ -1231,7 +1214,8 @@ impl<'a> SqliTokenizer<'a> {
     }
     
     fn memchr(&self, needle: u8, haystack: &[u8]) -> Option<usize> {
-        haystack.iter().position(|&x| x == needle)
+        // Portcullis: the `memchr` crate's vector search.
+        memchr::memchr(needle, haystack)
     }
     
     fn is_backslash_escaped(&self, pos: usize) -> bool {
