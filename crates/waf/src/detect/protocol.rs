@@ -224,6 +224,10 @@ pub fn detect_header_injection(form: &[u8], hits: &mut Vec<Hit>) {
 
 /// Hits for the evasions the decoding pipeline undid in one field.
 pub fn evasion_hits(evasions: Evasions, len: usize, hits: &mut Vec<Hit>) {
+    if evasions.is_empty() {
+        // Nearly every field: skip building the table.
+        return;
+    }
     let table: [(Evasions, &'static Rule); 6] = [
         (Evasions::NUL, &NUL_BYTE),
         (Evasions::FULLWIDTH, &FULLWIDTH),

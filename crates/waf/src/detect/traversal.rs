@@ -96,11 +96,15 @@ pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
         // Prose is only checked for climbing, and climbing needs a `..` segment.
         return;
     }
-    if looks_like_path && let Some(at) = find_ignoring_ascii_case(bytes, b"::$data") {
+    let stream = form
+        .holds(b'$')
+        .then(|| find_ignoring_ascii_case(bytes, b"::$data"))
+        .flatten();
+    if looks_like_path && let Some(at) = stream {
         hits.push(Hit::new(&ALTERNATE_STREAM, at..at + 7, "::$DATA"));
     }
     let text = form.text();
-    let resolved = resolve(&text);
+    let resolved = resolve(&text, form.holds(b';'), stream.is_some());
     if resolved.escapes {
         hits.push(Hit::new(
             &ESCAPES_ROOT,
@@ -123,16 +127,26 @@ struct Resolved<'a> {
     escapes: bool,
 }
 
-fn resolve(text: &str) -> Resolved<'_> {
+/// Resolves `text`; `params` and `streams` say whether it holds a `;` and a `::$DATA` at all,
+/// so that a path without them is not searched for them segment by segment.
+fn resolve(text: &str, params: bool, streams: bool) -> Resolved<'_> {
     let mut segments: Vec<&str> = Vec::new();
     let mut escapes = false;
     for raw in text.split(['/', '\\']) {
         // Tomcat and Jetty drop `;params` in a segment; NTFS drops trailing dots, spaces
         // and the `::$DATA` stream name.
-        let segment = raw.find(';').map_or(raw, |at| &raw[..at]);
+        let segment = match params.then(|| raw.find(';')).flatten() {
+            Some(at) => &raw[..at],
+            None => raw,
+        };
         // The stream name is ASCII, so where it starts is a character boundary.
-        let segment = find_ignoring_ascii_case(segment.as_bytes(), b"::$data")
-            .map_or(segment, |at| &segment[..at]);
+        let segment = match streams
+            .then(|| find_ignoring_ascii_case(segment.as_bytes(), b"::$data"))
+            .flatten()
+        {
+            Some(at) => &segment[..at],
+            None => segment,
+        };
         let trimmed = segment.trim_end_matches([' ', '.']);
         let is_parent = segment.starts_with("..") && trimmed.is_empty();
         if is_parent {
