@@ -50,7 +50,8 @@ fn parse_location(name: &str) -> anyhow::Result<Location> {
 pub(crate) fn check(payload: &str, location: &str, paranoia: Paranoia) -> anyhow::Result<ExitCode> {
     let location = parse_location(location)?;
     let engine = paranoia.engine();
-    let (decoded, verdict) = engine.explain(&field(location, payload));
+    let field = field(location, payload);
+    let (decoded, verdict) = engine.explain(&field);
     let mut out = std::io::stdout().lock();
     writeln!(out, "location   {location}")?;
     writeln!(

@@ -10,6 +10,10 @@
 //! their `;`, and JS/CSS escapes with the leniency browsers and servers show; each step is a
 //! small byte loop, fuzzed (`fuzz/fuzz_targets/decode.rs`).
 
+use std::borrow::Cow;
+
+use crate::detect::{ByteSet, Form};
+
 /// How many percent-decoding rounds we undo. Three catches triple encoding (`%25252e`); beyond
 /// that no server decodes, so deeper layers cannot be a payload the application sees.
 pub const MAX_PERCENT_ROUNDS: usize = 3;
@@ -57,66 +61,85 @@ impl Evasions {
 
 /// The forms of one field that detectors read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded {
+pub struct Decoded<'a> {
     /// Percent-decoded until stable (at most [`MAX_PERCENT_ROUNDS`]), overlong UTF-8 folded to
-    /// what it encodes, NUL removed.
-    pub text: Vec<u8>,
+    /// what it encodes, NUL removed. Borrows the raw value when none of this changed it.
+    pub text: Cow<'a, [u8]>,
     /// `text` with HTML entities and JS/CSS escapes decoded, when that changed anything: what a
     /// browser's parser reads inside markup and scripts.
     pub markup: Option<Vec<u8>>,
     pub evasions: Evasions,
     /// How many percent-decoding rounds changed the value.
     pub percent_rounds: usize,
+    /// The bytes `text` holds: the pipeline reads them to skip its passes, and the detectors'
+    /// first form reuses them.
+    text_bytes: ByteSet,
 }
 
-impl Decoded {
+impl Decoded<'_> {
     /// The distinct forms, plain first.
-    pub fn forms(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
-        std::iter::once(("text", self.text.as_slice()))
-            .chain(self.markup.as_deref().map(|markup| ("markup", markup)))
+    pub fn forms(&self) -> impl Iterator<Item = (&'static str, Form<'_>)> {
+        std::iter::once(("text", Form::with_bytes(&self.text, self.text_bytes))).chain(
+            self.markup
+                .as_deref()
+                .map(|markup| ("markup", Form::new(markup))),
+        )
     }
 }
 
+/// Bytes above 0x7F: overlong and fullwidth forms and invalid UTF-8 are made of them.
+const NON_ASCII: ByteSet = ByteSet::range(0x80, 0xFF);
+
 /// Runs the pipeline on one field value. `already_decoded` says whether a form parser already
 /// undid one layer of percent-encoding (query and form arguments), so that a further layer
-/// counts as multiple encoding.
-pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded {
+/// counts as multiple encoding. Each pass runs only when the value holds a byte it acts on,
+/// which one scan of the value tells; most values hold none and are not copied.
+pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded<'_> {
     let mut evasions = Evasions::default();
-    let mut text = raw.to_vec();
+    let mut text = Cow::Borrowed(raw);
+    let mut present = ByteSet::present_in(raw);
     let mut percent_rounds = 0;
-    while percent_rounds < MAX_PERCENT_ROUNDS && memchr::memchr(b'%', &text).is_some() {
+    while percent_rounds < MAX_PERCENT_ROUNDS && present.contains(b'%') {
         let (next, saw_percent_u) = percent_decode(&text);
-        if next == text {
+        if next == *text {
             break;
         }
         if saw_percent_u {
             evasions.insert(Evasions::PERCENT_U);
         }
-        text = next;
+        present = ByteSet::present_in(&next);
+        text = Cow::Owned(next);
         percent_rounds += 1;
     }
     if percent_rounds > usize::from(!already_decoded) {
         evasions.insert(Evasions::MULTIPLE_ENCODING);
     }
-    // Overlong and fullwidth forms and invalid UTF-8 are all made of bytes above 0x7F: most
-    // values are ASCII and skip the three passes.
-    let ascii = text.is_ascii();
-    if !ascii && fold_overlong_utf8(&mut text) {
-        evasions.insert(Evasions::OVERLONG_UTF8);
+    let ascii = !present.intersects(NON_ASCII);
+    if !ascii {
+        if let Some(folded) = fold_overlong_utf8(&text) {
+            text = Cow::Owned(folded);
+            evasions.insert(Evasions::OVERLONG_UTF8);
+        }
+        if let Some(folded) = fold_fullwidth(&text) {
+            text = Cow::Owned(folded);
+            evasions.insert(Evasions::FULLWIDTH);
+        }
+        if evasions.contains(Evasions::OVERLONG_UTF8) || evasions.contains(Evasions::FULLWIDTH) {
+            // An overlong `C0 80` folds to a NUL.
+            present = ByteSet::present_in(&text);
+        }
     }
-    if !ascii && fold_fullwidth(&mut text) {
-        evasions.insert(Evasions::FULLWIDTH);
-    }
-    if memchr::memchr(0, &text).is_some() {
-        text.retain(|&byte| byte != 0);
+    if present.contains(0) {
+        text.to_mut().retain(|&byte| byte != 0);
         evasions.insert(Evasions::NUL);
+        present = ByteSet::present_in(&text);
     }
     if !ascii && std::str::from_utf8(&text).is_err() {
         evasions.insert(Evasions::INVALID_UTF8);
     }
-    let markup = if may_hold_escapes(&text) {
+    let markup = if present.intersects(ByteSet::of(b"&\\")) && may_hold_escapes(&text) {
         let decoded = decode_escapes(&decode_entities(&text));
-        (decoded != text).then_some(decoded)
+        (decoded != *text).then_some(decoded)
     } else {
         None
     };
@@ -125,6 +148,7 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded {
         markup,
         evasions,
         percent_rounds,
+        text_bytes: present,
     }
 }
 
@@ -202,8 +226,8 @@ fn percent_decode(input: &[u8]) -> (Vec<u8>, bool) {
 
 /// Replaces overlong UTF-8 sequences (`C0 AE` for `.`, `E0 80 AF` for `/`) with the ASCII they
 /// encode: strict decoders reject them, but old ones and some path handlers accept them, which
-/// made them a classic traversal evasion. Returns whether any were found.
-fn fold_overlong_utf8(text: &mut Vec<u8>) -> bool {
+/// made them a classic traversal evasion. Returns the folded text when any were found.
+fn fold_overlong_utf8(text: &[u8]) -> Option<Vec<u8>> {
     let is_continuation = |byte: u8| byte & 0xC0 == 0x80;
     let mut found = false;
     let mut out = Vec::with_capacity(text.len());
@@ -231,16 +255,14 @@ fn fold_overlong_utf8(text: &mut Vec<u8>) -> bool {
             }
         }
     }
-    if found {
-        *text = out;
-    }
-    found
+    found.then_some(out)
 }
 
 /// Replaces fullwidth ASCII (U+FF01–U+FF5E, `＜script＞`) with ASCII: Windows' best-fit
 /// mapping and Unicode normalization (NFKC) in frameworks turn them into markup after the WAF
-/// has looked. Each is three bytes in UTF-8 and becomes one. Returns whether any were found.
-fn fold_fullwidth(text: &mut Vec<u8>) -> bool {
+/// has looked. Each is three bytes in UTF-8 and becomes one. Returns the folded text when any
+/// were found.
+fn fold_fullwidth(text: &[u8]) -> Option<Vec<u8>> {
     // U+FF01..U+FF5E is EF BC 81..BF and EF BD 80..9E.
     let is_fullwidth = |window: &[u8]| {
         matches!(
@@ -249,7 +271,7 @@ fn fold_fullwidth(text: &mut Vec<u8>) -> bool {
         )
     };
     if !text.windows(3).any(is_fullwidth) {
-        return false;
+        return None;
     }
     let mut out = Vec::with_capacity(text.len());
     let mut i = 0;
@@ -267,8 +289,7 @@ fn fold_fullwidth(text: &mut Vec<u8>) -> bool {
             }
         }
     }
-    *text = out;
-    true
+    Some(out)
 }
 
 /// Named entities that spell markup, URL or script syntax. Browsers know two thousand more, but
@@ -427,11 +448,11 @@ mod tests {
     #[test]
     fn percent_decoding_repeats_and_flags_layers() {
         let decoded = decode(b"%252e%252e%252fetc", true);
-        assert_eq!(decoded.text, b"../etc");
+        assert_eq!(&decoded.text[..], b"../etc");
         assert!(decoded.evasions.contains(Evasions::MULTIPLE_ENCODING));
 
         let once = decode(b"%2e%2e/etc", false);
-        assert_eq!(once.text, b"../etc");
+        assert_eq!(&once.text[..], b"../etc");
         assert!(!once.evasions.contains(Evasions::MULTIPLE_ENCODING));
     }
 
@@ -439,13 +460,13 @@ mod tests {
     fn percent_rounds_are_capped() {
         let decoded = decode(b"%2525252e", false);
         assert_eq!(decoded.percent_rounds, MAX_PERCENT_ROUNDS);
-        assert_eq!(decoded.text, b"%2e");
+        assert_eq!(&decoded.text[..], b"%2e");
     }
 
     #[test]
     fn percent_u_overlong_and_nul_are_undone_and_flagged() {
         let decoded = decode(b"%u003cscript%c0%ae%c0%ae/a%00b", false);
-        assert_eq!(decoded.text, b"<script../ab");
+        assert_eq!(&decoded.text[..], b"<script../ab");
         for flag in [Evasions::PERCENT_U, Evasions::OVERLONG_UTF8, Evasions::NUL] {
             assert!(decoded.evasions.contains(flag), "{:?}", decoded.evasions);
         }
@@ -454,7 +475,7 @@ mod tests {
     #[test]
     fn fullwidth_forms_fold_to_ascii() {
         let decoded = decode("%uff1cscript%uff1e ＜/script＞".as_bytes(), false);
-        assert_eq!(decoded.text, b"<script> </script>");
+        assert_eq!(&decoded.text[..], b"<script> </script>");
         assert!(decoded.evasions.contains(Evasions::FULLWIDTH));
     }
 
@@ -476,7 +497,7 @@ mod tests {
         let decoded = decode(b"O'Brien & sons, 100% sure", true);
         assert_eq!(decoded.markup, None);
         assert!(decoded.evasions.is_empty());
-        assert_eq!(decoded.text, b"O'Brien & sons, 100% sure");
+        assert_eq!(&decoded.text[..], b"O'Brien & sons, 100% sure");
     }
 
     #[test]

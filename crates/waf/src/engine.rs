@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use crate::decode::{self, Decoded};
-use crate::detect::{self, Detector, Form, Hit, Rule, Severity, protocol};
+use crate::detect::{self, Detector, Hit, Rule, Severity, protocol};
 use crate::memo::CleanValues;
 use crate::request::{Field, Location, Part, RequestParts};
 
@@ -120,8 +120,8 @@ impl Verdict {
 
 /// One field after inspection: its decoded forms, and whether any detector hit it at all
 /// (before exclusions and paranoia, which depend on more than the value).
-struct InspectedField {
-    decoded: Decoded,
+struct InspectedField<'f> {
+    decoded: Decoded<'f>,
     clean: bool,
 }
 
@@ -208,7 +208,7 @@ impl Engine {
     }
 
     /// Inspects one field and returns its decoded forms too, for `waf check`.
-    pub fn explain(&self, field: &Field<'_>) -> (Decoded, Verdict) {
+    pub fn explain<'f>(&self, field: &'f Field<'_>) -> (Decoded<'f>, Verdict) {
         let mut findings = Vec::new();
         let inspected = self.inspect_field(field, &mut findings);
         (inspected.decoded, self.verdict(findings))
@@ -227,16 +227,20 @@ impl Engine {
         }
     }
 
-    fn inspect_field(&self, field: &Field<'_>, findings: &mut Vec<Finding>) -> InspectedField {
+    fn inspect_field<'f>(
+        &self,
+        field: &'f Field<'_>,
+        findings: &mut Vec<Finding>,
+    ) -> InspectedField<'f> {
         let already_decoded = matches!(field.location, Location::Query | Location::Body);
         let decoded = decode::decode(&field.value, already_decoded);
         let mut hits = Vec::new();
         protocol::evasion_hits(decoded.evasions, decoded.text.len(), &mut hits);
         let before_forms = hits.len();
         let mut clean = hits.is_empty();
-        for (form_name, form) in decoded.forms() {
+        for (form_name, scanned) in decoded.forms() {
             let start = hits.len();
-            let scanned = Form::new(form);
+            let form = scanned.bytes();
             detect::sqli::detect(&scanned, &mut hits);
             detect::xss::detect(&scanned, field.location == Location::Path, &mut hits);
             detect::traversal::detect(&scanned, &mut hits);

@@ -181,6 +181,12 @@ impl<'a> Form<'a> {
         }
     }
 
+    /// A form whose byte set the caller already has.
+    pub(crate) fn with_bytes(bytes: &'a [u8], present: ByteSet) -> Self {
+        debug_assert!(present == ByteSet::present_in(bytes));
+        Form { bytes, present }
+    }
+
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
