@@ -226,8 +226,8 @@ fn url_query(value: &[u8]) -> Option<&[u8]> {
 ///
 /// Split by hand rather than with `form_urlencoded`, whose pairs are UTF-8 strings: it replaced
 /// bytes that are not UTF-8 with U+FFFD, so an overlong `%c0%ae%c0%ae%c0%af` in an argument
-/// reached the decoder as replacement characters and its evasion went unseen. Decoding is
-/// `percent_encoding`'s; a part with neither `+` nor `%` borrows the raw bytes.
+/// reached the decoder as replacement characters and its evasion went unseen. A part with
+/// neither `+` nor `%` borrows the raw bytes.
 pub(crate) fn push_urlencoded<'a>(fields: &mut Vec<Field<'a>>, location: Location, raw: &'a [u8]) {
     for pair in raw
         .split(|&byte| byte == b'&')
@@ -260,21 +260,39 @@ pub(crate) fn push_urlencoded<'a>(fields: &mut Vec<Field<'a>>, location: Locatio
     }
 }
 
-/// One name or value of a form: `+` is a space, then one round of percent-decoding.
+/// One name or value of a form: `+` is a space, then one round of percent-decoding. It decodes
+/// as `percent_encoding::percent_decode` after a `+` replacement did (a `%` without two hex
+/// digits stays as it is, and `%2B` is a `+`, not a space), but in place in the one copy, and
+/// from `%` to `%`: its iterator took a seventh of the cost of inspecting a form body.
 fn form_decode(raw: &[u8]) -> Cow<'_, [u8]> {
-    if memchr::memchr(b'+', raw).is_none() {
-        return percent_encoding::percent_decode(raw).into();
+    if memchr::memchr2(b'+', b'%', raw).is_none() {
+        return Cow::Borrowed(raw);
     }
-    let spaced: Vec<u8> = raw
+    let mut decoded: Vec<u8> = raw
         .iter()
         .map(|&byte| if byte == b'+' { b' ' } else { byte })
         .collect();
-    if memchr::memchr(b'%', &spaced).is_none() {
-        return Cow::Owned(spaced);
+    let hex = |byte: Option<&u8>| byte.and_then(|&byte| char::from(byte).to_digit(16));
+    // Decoding never lengthens: `write` never passes `read`.
+    let (mut read, mut write) = (0, 0);
+    while let Some(percent) = memchr::memchr(b'%', &decoded[read..]).map(|at| read + at) {
+        decoded.copy_within(read..percent, write);
+        write += percent - read;
+        match (hex(decoded.get(percent + 1)), hex(decoded.get(percent + 2))) {
+            (Some(high), Some(low)) => {
+                decoded[write] = (high * 16 + low) as u8;
+                read = percent + 3;
+            }
+            _ => {
+                decoded[write] = b'%';
+                read = percent + 1;
+            }
+        }
+        write += 1;
     }
-    // Sized once: the decoded form is never longer.
-    let mut decoded = Vec::with_capacity(spaced.len());
-    decoded.extend(percent_encoding::percent_decode(&spaced));
+    let len = decoded.len();
+    decoded.copy_within(read..len, write);
+    decoded.truncate(write + len - read);
     Cow::Owned(decoded)
 }
 
@@ -294,6 +312,33 @@ mod tests {
             .filter(|field| field.part == part)
             .map(|field| (field.name.to_string(), field.value.to_vec()))
             .collect()
+    }
+
+    /// `form_decode` decodes as `+` replaced by a space and then `percent_encoding` did, on
+    /// every string of up to six bytes from an alphabet of `+`, `%`, hex digits in both cases,
+    /// a letter that is not one, and a byte that is not ASCII.
+    #[test]
+    fn form_decoding_matches_percent_encoding() {
+        const ALPHABET: &[u8] = b"+%2bFx\xC3";
+        let mut value = Vec::new();
+        let mut checked = 0;
+        for len in 0..=6u32 {
+            for mut index in 0..ALPHABET.len().pow(len) {
+                value.clear();
+                for _ in 0..len {
+                    value.push(ALPHABET[index % ALPHABET.len()]);
+                    index /= ALPHABET.len();
+                }
+                let spaced: Vec<u8> = value
+                    .iter()
+                    .map(|&byte| if byte == b'+' { b' ' } else { byte })
+                    .collect();
+                let expected: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+                assert_eq!(*form_decode(&value), expected, "{value:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, (0..=6).map(|len| 7usize.pow(len)).sum::<usize>());
     }
 
     #[test]
