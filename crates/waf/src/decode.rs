@@ -87,8 +87,24 @@ impl Decoded<'_> {
     }
 }
 
-/// Bytes above 0x7F: overlong and fullwidth forms and invalid UTF-8 are made of them.
+/// Bytes above 0x7F: invalid UTF-8 is made of them.
 const NON_ASCII: ByteSet = ByteSet::range(0x80, 0xFF);
+
+/// The first bytes of the overlong sequences `fold_overlong_utf8` folds.
+const OVERLONG_LEADS: ByteSet = ByteSet::of(&[0xC0, 0xC1, 0xE0]);
+
+/// The first byte of every fullwidth character `fold_fullwidth` folds.
+const FULLWIDTH_LEAD: u8 = 0xEF;
+
+/// Whether `text` holds a `%` that `percent_decode` decodes: two hex digits, or `u` and four.
+/// A value whose `%` are literal (`50% off`) is not copied to find that nothing changes.
+fn holds_percent_escape(text: &[u8]) -> bool {
+    memchr::memchr_iter(b'%', text).any(|at| {
+        let rest = &text[at + 1..];
+        hex_prefix(rest, 2).1 == 2
+            || matches!(rest.first(), Some(b'u' | b'U')) && hex_prefix(&rest[1..], 4).1 == 4
+    })
+}
 
 /// Runs the pipeline on one field value. `already_decoded` says whether a form parser already
 /// undid one layer of percent-encoding (query and form arguments), so that a further layer
@@ -99,11 +115,11 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded<'_> {
     let mut text = Cow::Borrowed(raw);
     let mut present = ByteSet::present_in(raw);
     let mut percent_rounds = 0;
-    while percent_rounds < MAX_PERCENT_ROUNDS && present.contains(b'%') {
+    while percent_rounds < MAX_PERCENT_ROUNDS
+        && present.contains(b'%')
+        && holds_percent_escape(&text)
+    {
         let (next, saw_percent_u) = percent_decode(&text);
-        if next == *text {
-            break;
-        }
         if saw_percent_u {
             evasions.insert(Evasions::PERCENT_U);
         }
@@ -115,19 +131,21 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded<'_> {
         evasions.insert(Evasions::MULTIPLE_ENCODING);
     }
     let ascii = !present.intersects(NON_ASCII);
-    if !ascii {
-        if let Some(folded) = fold_overlong_utf8(&text) {
-            text = Cow::Owned(folded);
-            evasions.insert(Evasions::OVERLONG_UTF8);
-        }
-        if let Some(folded) = fold_fullwidth(&text) {
-            text = Cow::Owned(folded);
-            evasions.insert(Evasions::FULLWIDTH);
-        }
-        if evasions.contains(Evasions::OVERLONG_UTF8) || evasions.contains(Evasions::FULLWIDTH) {
-            // An overlong `C0 80` folds to a NUL.
-            present = ByteSet::present_in(&text);
-        }
+    if present.intersects(OVERLONG_LEADS)
+        && let Some(folded) = fold_overlong_utf8(&text)
+    {
+        text = Cow::Owned(folded);
+        evasions.insert(Evasions::OVERLONG_UTF8);
+    }
+    if present.contains(FULLWIDTH_LEAD)
+        && let Some(folded) = fold_fullwidth(&text)
+    {
+        text = Cow::Owned(folded);
+        evasions.insert(Evasions::FULLWIDTH);
+    }
+    if evasions.contains(Evasions::OVERLONG_UTF8) || evasions.contains(Evasions::FULLWIDTH) {
+        // An overlong `C0 80` folds to a NUL.
+        present = ByteSet::present_in(&text);
     }
     if present.contains(0) {
         text.to_mut().retain(|&byte| byte != 0);
@@ -429,6 +447,26 @@ fn decode_escapes(input: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `holds_percent_escape`, which lets a value skip the percent-decoding rounds, says yes
+    /// exactly when a round would change the value: on every string of up to seven bytes of
+    /// `%`, `u`, hex digits and a letter that is not one.
+    #[test]
+    fn the_percent_gate_answers_as_decoding_would() {
+        const ALPHABET: &[u8] = b"%uU2fg";
+        let mut value = Vec::new();
+        for len in 0..=7u32 {
+            for mut index in 0..ALPHABET.len().pow(len) {
+                value.clear();
+                for _ in 0..len {
+                    value.push(ALPHABET[index % ALPHABET.len()]);
+                    index /= ALPHABET.len();
+                }
+                let changes = percent_decode(&value).0 != value;
+                assert_eq!(holds_percent_escape(&value), changes, "{value:?}");
+            }
+        }
+    }
 
     #[test]
     fn every_named_entity_passes_the_escape_prefilter() {
