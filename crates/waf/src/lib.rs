@@ -25,6 +25,23 @@ mod engine;
 pub mod memo;
 mod request;
 
+/// Every string of up to `max_len` bytes drawn from `alphabet`, shortest first: for tests that
+/// check a fast path against the slow one it skips, exhaustively on short inputs.
+#[cfg(test)]
+fn every_string(alphabet: &[u8], max_len: u32, mut check: impl FnMut(&[u8])) {
+    let mut value = Vec::new();
+    for len in 0..=max_len {
+        for mut index in 0..alphabet.len().pow(len) {
+            value.clear();
+            for _ in 0..len {
+                value.push(alphabet[index % alphabet.len()]);
+                index /= alphabet.len();
+            }
+            check(&value);
+        }
+    }
+}
+
 pub use engine::{Engine, EngineConfig, Exclusion, Finding, MATCH_EXCERPT, Verdict};
 pub use memo::CleanValues;
 pub use request::{Field, Location, Part, RequestParts};
