@@ -285,8 +285,8 @@ pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
 
 /// Words of which every alternative of `POWERSHELL_PATTERN` holds one, in some case. The
 /// pattern is case-insensitive, so the regex crate derives no literal prefilter from it and
-/// would run its DFA over every value with a `-` or a `(`; one Aho-Corasick pass over these
-/// words is cheaper. `every_powershell_alternative_holds_a_prefilter_word` keeps the two in step.
+/// would run its DFA over every value with a `-`; one Aho-Corasick pass over these words is
+/// cheaper. `every_powershell_alternative_holds_a_prefilter_word` keeps the two in step.
 const POWERSHELL_WORDS: [&str; 8] = [
     "powershell",
     "pwsh",
@@ -305,19 +305,24 @@ static POWERSHELL_PREFILTER: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyL
         .ok()
 });
 
-/// Whether `form` may match `POWERSHELL_PATTERN`: it holds one of `POWERSHELL_WORDS`, and one
-/// of the bytes every alternative needs (`-` before a switch or in a cmdlet name, `(`, a quote
-/// or `$` after `iex`, `(` after `.DownloadString`).
+/// Whether `form` may match `POWERSHELL_PATTERN`. Five of its seven alternatives need a `-`
+/// (before a switch, or in a cmdlet name); a value with one is searched for all of
+/// `POWERSHELL_WORDS`. Without one, only `iex` before a quote, `$` or `(`, and
+/// `.DownloadString(` remain, and two searches for their words, behind the bytes they need,
+/// cost less than the automaton (`every_powershell_alternative_holds_a_prefilter_word` checks
+/// that the other five hold a `-`).
 fn may_hold_powershell(form: &Form<'_>) -> bool {
-    if form.holds_any(ByteSet::of(b"-(")) {
-        POWERSHELL_PREFILTER
+    if form.holds(b'-') {
+        return POWERSHELL_PREFILTER
             .as_ref()
-            .is_none_or(|prefilter| prefilter.is_match(form.bytes()))
-    } else {
-        // Only `iex` and a quote or `$` remain possible.
-        form.holds_any(ByteSet::of(b"\"'$"))
-            && find_ignoring_ascii_case(form.bytes(), b"iex").is_some()
+            .is_none_or(|prefilter| prefilter.is_match(form.bytes()));
     }
+    form.holds_any(ByteSet::of(b"\"'$("))
+        && form.holds_any(ByteSet::of(b"xX"))
+        && find_ignoring_ascii_case(form.bytes(), b"iex").is_some()
+        || form.holds(b'(')
+            && form.holds(b'.')
+            && find_ignoring_ascii_case(form.bytes(), b"download").is_some()
 }
 
 /// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that
@@ -722,6 +727,11 @@ mod tests {
             let literal = alternative.replace('\\', "");
             assert!(
                 POWERSHELL_WORDS.iter().any(|word| literal.contains(word)),
+                "{alternative}"
+            );
+            // `may_hold_powershell` looks for these two alone in a value without a `-`.
+            assert!(
+                literal.contains('-') || literal.contains("iex") || literal.contains(".download"),
                 "{alternative}"
             );
         }
