@@ -229,10 +229,13 @@ fn url_query(value: &[u8]) -> Option<&[u8]> {
 /// reached the decoder as replacement characters and its evasion went unseen. A part with
 /// neither `+` nor `%` borrows the raw bytes.
 pub(crate) fn push_urlencoded<'a>(fields: &mut Vec<Field<'a>>, location: Location, raw: &'a [u8]) {
-    for pair in raw
-        .split(|&byte| byte == b'&')
-        .filter(|pair| !pair.is_empty())
-    {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'&', raw).chain([raw.len()]) {
+        let pair = &raw[start..end];
+        start = end + 1;
+        if pair.is_empty() {
+            continue;
+        }
         let (name, value) = match memchr::memchr(b'=', pair) {
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &b""[..]),
