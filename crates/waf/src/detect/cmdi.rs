@@ -455,7 +455,8 @@ fn normalize(form: &[u8]) -> Normalized {
     let mut open_quote: Option<u8> = None;
     for (index, &byte) in bytes.iter().enumerate() {
         let next = bytes.get(index + 1).copied();
-        let next_is_word = next.is_some_and(|next| next.is_ascii_alphanumeric());
+        // Asked only of quotes and escapes: most bytes are neither.
+        let next_is_word = || next.is_some_and(|next| next.is_ascii_alphanumeric());
         let separator = match byte {
             b'\'' | b'"' if open_quote == Some(byte) => {
                 open_quote = None;
@@ -463,7 +464,7 @@ fn normalize(form: &[u8]) -> Normalized {
             }
             b'\'' | b'"'
                 if open_quote.is_none()
-                    && (previous_is_word || next_is_word || next == Some(byte))
+                    && (previous_is_word || next_is_word() || next == Some(byte))
                     && lowered[index + 1..]
                         .chars()
                         .take_while(|other| !other.is_whitespace())
@@ -473,8 +474,8 @@ fn normalize(form: &[u8]) -> Normalized {
                 continue;
             }
             // A backslash before a letter is that letter to sh; a caret is an escape to cmd.
-            b'\\' | b'^' if previous_is_word && next_is_word => continue,
-            b'\\' if next_is_word && !matches!(next, Some(b'n' | b'r' | b't')) => continue,
+            b'\\' | b'^' if previous_is_word && next_is_word() => continue,
+            b'\\' if next_is_word() && !matches!(next, Some(b'n' | b'r' | b't')) => continue,
             // Brace expansion `{cat,/etc/passwd}` is `cat /etc/passwd`.
             b'{' => {
                 in_brace = true;
