@@ -349,8 +349,9 @@ impl<'a> SqliState<'a> {
         let mut last_comment = Token::new();
         let mut tokenizer = SqliTokenizer::new(self.input, self.flags);
         
-        // Clear and resize token vec
-        self.token_vec.fill(Token::new());
+        // Portcullis: the working set is not cleared first. The folding reads only the slots
+        // below `pos`, each written by this call before it is read, so what an earlier call
+        // left in the others is never seen.
         
         // pos is the position of where the NEXT token goes
         #[allow(unused_assignments)] // Follows C implementation - pos initially 0, then set to 1 if real token found
