@@ -137,6 +137,8 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded<'_> {
         text = Cow::Owned(folded);
         evasions.insert(Evasions::OVERLONG_UTF8);
     }
+    // `present` is the byte set before the overlong fold, which is right here: that fold only
+    // writes characters below U+0800, never the byte 0xEF.
     if present.contains(FULLWIDTH_LEAD)
         && let Some(folded) = fold_fullwidth(&text)
     {

@@ -334,12 +334,10 @@ impl<'a> SqliTokenizer<'a> {
         
         // Step 1: Find first quote occurrence
         // From libinjection_sqli.c:627-628: memchr(cs + pos + offset, delim, len - pos - offset)
+        // Portcullis: the `memchr` crate's vector search, for a byte-by-byte loop; it runs to the
+        // end of the input, as C's `len - pos - offset` bytes do.
         let search_start = pos + offset;
-        let search_len = len - pos - offset;
-        
-        // Portcullis: the `memchr` crate's vector search, for a byte-by-byte loop.
-        let mut qpos_idx = memchr::memchr(quote_char, &self.input[search_start..search_start + search_len])
-            .map(|at| search_start + at);
+        let mut qpos_idx = self.find_from(quote_char, search_start);
         
         // From libinjection_sqli.c:638-643: Set str_open based on offset
         // offset = 0 means "simulated quote", so str_open = CHAR_NULL
@@ -372,7 +370,7 @@ impl<'a> SqliTokenizer<'a> {
                 // libinjection_sqli.c:605-606: If odd number of backslashes, it's escaped
                 if backslash_count & 1 == 1 {
                     // libinjection_sqli.c:656-659: Continue search from qpos + 1
-                    qpos_idx = memchr::memchr(quote_char, &self.input[qpos + 1..len]).map(|at| qpos + 1 + at);
+                    qpos_idx = self.find_from(quote_char, qpos + 1);
                     continue;
                 }
             }
@@ -382,7 +380,7 @@ impl<'a> SqliTokenizer<'a> {
             // Implements libinjection_sqli.c:610-612: ((cur + 1) < end) && *(cur + 1) == *cur
             if qpos + 1 < len && self.input[qpos + 1] == quote_char {
                 // libinjection_sqli.c:661-664: Continue search from qpos + 2
-                qpos_idx = memchr::memchr(quote_char, &self.input[qpos + 2..len]).map(|at| qpos + 2 + at);
+                qpos_idx = self.find_from(quote_char, qpos + 2);
                 continue;
             }
             
@@ -1216,6 +1214,12 @@ impl<'a> SqliTokenizer<'a> {
     fn memchr(&self, needle: u8, haystack: &[u8]) -> Option<usize> {
         // Portcullis: the `memchr` crate's vector search.
         memchr::memchr(needle, haystack)
+    }
+
+    /// Portcullis: where `needle` next occurs in the input at or after `from`, as an index
+    /// into the whole input.
+    fn find_from(&self, needle: u8, from: usize) -> Option<usize> {
+        self.memchr(needle, self.input.get(from..)?).map(|at| from + at)
     }
     
     fn is_backslash_escaped(&self, pos: usize) -> bool {
