@@ -29,6 +29,7 @@ mod normalize;
 mod pool;
 mod proxy;
 mod rate_limit;
+mod request_timer;
 mod respond;
 mod route;
 mod settings;

@@ -29,6 +29,7 @@ use crate::normalize::normalize;
 use crate::pool::UpstreamPool;
 use crate::proxy::{self, Forwarding, UpstreamClient};
 use crate::rate_limit::{self, Limiter};
+use crate::request_timer::RequestTimers;
 use crate::respond::{self, SecurityHeaders};
 use crate::route::{self, Route, RouteTable};
 use crate::settings::{RateLimit, RouteAuth, SecondFactorPolicy, Settings, WafMode};
@@ -60,6 +61,8 @@ pub(crate) struct Gateway {
     ip_decisions: Option<Arc<IpDecisions>>,
     pub(crate) challenges: Arc<Challenges>,
     listener_is_loopback: bool,
+    /// Timers for the request timeout, reused by this worker's requests.
+    timers: RequestTimers,
 }
 
 /// What a route asks of an authenticated caller.
@@ -128,6 +131,7 @@ impl Gateway {
             pool: UpstreamPool::new(&settings.upstream, proxy::upstream_tls(&settings.upstream)?),
             headers: SecurityHeaders::new(&settings.headers, settings.hsts)?,
             listener_is_loopback: settings.listen.ip().is_loopback(),
+            timers: RequestTimers::default(),
             routes,
             unrouted: RouteTelemetry::new("none"),
             events,
@@ -644,7 +648,8 @@ impl Gateway {
         if policy.mode == WafMode::Off {
             return Ok(request.map(InspectedBody::untouched));
         }
-        let inspected = waf::inspect(policy, request, self.settings.limits.request_timeout)
+        let read_timeout = self.settings.limits.request_timeout;
+        let inspected = waf::inspect(policy, request, &self.timers, read_timeout)
             .await
             .map_err(|error| match error {
                 StageError::OverInspectionLimit(_) => (Reject::BodyTooLarge, error.to_string()),
@@ -731,7 +736,9 @@ impl Gateway {
         )
         .map_err(|e| (Reject::BadRequest, e.to_string()))?;
         let exchange = self.pool.send(upstream, upstream_request);
-        let response = match tokio::time::timeout(self.settings.limits.request_timeout, exchange)
+        let response = match self
+            .timers
+            .within(self.settings.limits.request_timeout, exchange)
             .await
         {
             Ok(Ok(response)) => response,

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use portcullis_waf::body::{self, BodyKind};
 use portcullis_waf::{CleanValues, Engine, EngineConfig, RequestParts, Verdict};
 
+use crate::request_timer::RequestTimers;
 use crate::settings::{OverLimit, RouteWafSettings, WafMode, WafSettings};
 
 /// One route's WAF policy, resolved from the gateway-wide settings and the route's overrides.
@@ -74,6 +75,7 @@ pub(crate) struct Inspected {
 pub(crate) async fn inspect(
     policy: &Policy,
     request: Request<Incoming>,
+    timers: &RequestTimers,
     read_timeout: std::time::Duration,
 ) -> Result<Inspected, StageError> {
     let (head, mut incoming) = request.into_parts();
@@ -106,7 +108,8 @@ pub(crate) async fn inspect(
     let mut exhausted = false;
     if kind.is_inspected() && malformed.is_none() && !incoming.is_end_stream() {
         let read = read_prefix(&mut incoming, policy.body_limit);
-        let (bytes, read_trailers, finished) = tokio::time::timeout(read_timeout, read)
+        let (bytes, read_trailers, finished) = timers
+            .within(read_timeout, read)
             .await
             .map_err(|_| StageError::Timeout)??;
         exhausted = finished;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Gateway, PRODUCTION, Upstream, catch_all, get, raw, run};
+use crate::support::{Gateway, PRODUCTION, Reply, Upstream, catch_all, get, raw, run};
 
 fn two_routes(public: &Upstream, admin: &Upstream, extra: &str) -> String {
     format!(
@@ -487,6 +487,46 @@ fn textual_responses_are_gzipped_except_those_that_carry_secrets() {
             "{target}"
         );
     }
+}
+
+#[test]
+fn request_timeout_answers_504_to_a_silent_upstream_and_408_to_a_stalled_body() {
+    let upstream = Upstream::start("APP");
+    // One worker: every request below is timed by the same worker's timers, which are reused.
+    let head = format!("{PRODUCTION}[server]\nworkers = 1\n[limits]\nrequest_timeout = \"2s\"");
+    let gateway = Gateway::start(&catch_all(&head, &upstream.url(), ""), &[]);
+    let timed = |send: &dyn Fn() -> Reply| {
+        let started = std::time::Instant::now();
+        let reply = send();
+        (reply, started.elapsed())
+    };
+    // Refused with `status` and `code` after about the two seconds of the request timeout.
+    let refused_in_time = |(reply, took): (Reply, Duration), status: u16, code: &str| {
+        assert_eq!(reply.status, status, "{}", reply.body);
+        let code = format!("\"code\":\"{code}\"");
+        assert!(reply.body.contains(&code), "{}", reply.body);
+        let in_time = Duration::from_millis(1900)..Duration::from_secs(10);
+        assert!(in_time.contains(&took), "{took:?}");
+    };
+
+    let silent = timed(&|| get(gateway.addr, "/slow/60000", &[]));
+    refused_in_time(silent, 504, "gateway_timeout");
+
+    // The timer that fired is armed again for the next request, not left at its deadline; and
+    // the next one after that, which starts before this one's deadline and outlasts it, gets
+    // its own full two seconds.
+    for _ in 0..2 {
+        let (reply, took) = timed(&|| get(gateway.addr, "/slow/1500", &[]));
+        assert_eq!(reply.status, 200, "after {took:?}: {}", reply.body);
+        let answer = "APP path=/slow/1500";
+        assert!(reply.body.starts_with(answer), "{}", reply.body);
+    }
+
+    // A form body that stops arriving: the WAF waits for it only until the request timeout.
+    let head = "POST /form HTTP/1.1\r\nHost: app.test\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100";
+    let stalled = timed(&|| raw(gateway.addr, head, b"a=1"));
+    refused_in_time(stalled, 408, "request_timeout");
 }
 
 #[test]

@@ -290,7 +290,7 @@ fn dechunk(body: &str) -> String {
 /// A small upstream on its own thread: answers `tag path=... xff=... rid=... original=...`, a JSON
 /// list of 200 items on `/json...` (with a cookie when the path says so), a Python
 /// traceback with 500 on `/boom`, a payment-manipulation report on `.../checkout`, and counts POST
-/// bodies.
+/// bodies. On `/slow/MS` it waits MS milliseconds (at most a minute) before answering.
 pub struct Upstream {
     pub addr: SocketAddr,
 }
@@ -428,6 +428,10 @@ async fn answer(
             "payment_manipulation_attempt".parse().expect("value"),
         );
         return Ok(response);
+    }
+    if let Some(wait) = request.uri().path().strip_prefix("/slow/") {
+        let wait = Duration::from_millis(wait.parse().unwrap_or(0));
+        tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
     }
     if request.uri().path() == "/boom" {
         let traceback = "Traceback (most recent call last):\n  File \"/srv/app/main.py\", line 42, in pay\n\
