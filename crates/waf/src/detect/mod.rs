@@ -222,23 +222,47 @@ pub(crate) fn text_of(bytes: &[u8]) -> Cow<'_, str> {
 }
 
 /// Where `needle` first occurs in `haystack`, ignoring ASCII case. Candidates are found by the
-/// needle's first byte, in either case, with `memchr2`: detectors call this on every value, and
-/// comparing a window at every position cost more than the rest of their checks.
+/// needle's rarest byte in English text, in either case, with `memchr2`: detectors call this
+/// on every value, and comparing a window at every position cost more than the rest of their
+/// checks, as did stopping at every `i` of a sentence to look for `iex`.
 pub(crate) fn find_ignoring_ascii_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let Some((&first, rest)) = needle.split_first() else {
+    let Some((offset, &rare)) = needle
+        .iter()
+        .enumerate()
+        .min_by_key(|&(_, &byte)| ENGLISH_FREQUENCY[usize::from(byte)])
+    else {
         return Some(0);
     };
+    let after_offset = haystack.get(offset..)?;
+    // A `rare` at `offset + start` puts the needle's candidate at `start`: in increasing order,
+    // so the first that compares equal is the leftmost match.
     memchr::memchr2_iter(
-        first.to_ascii_lowercase(),
-        first.to_ascii_uppercase(),
-        haystack,
+        rare.to_ascii_lowercase(),
+        rare.to_ascii_uppercase(),
+        after_offset,
     )
-    .find(|&at| {
+    .find(|&start| {
         haystack
-            .get(at + 1..at + 1 + rest.len())
-            .is_some_and(|candidate| candidate.eq_ignore_ascii_case(rest))
+            .get(start..start + needle.len())
+            .is_some_and(|candidate| candidate.eq_ignore_ascii_case(needle))
     })
 }
+
+/// How common each byte is in English text, as a rank: letters by their frequency
+/// (`e` highest), then the space; everything else ranks as rare.
+static ENGLISH_FREQUENCY: [u8; 256] = {
+    const BY_FREQUENCY: &[u8; 26] = b"zqjxkvbpygfwmucldrhsnioate";
+    let mut ranks = [0u8; 256];
+    let mut index = 0;
+    while index < BY_FREQUENCY.len() {
+        let letter = BY_FREQUENCY[index];
+        ranks[letter as usize] = index as u8 + 1;
+        ranks[letter.to_ascii_uppercase() as usize] = index as u8 + 1;
+        index += 1;
+    }
+    ranks[b' ' as usize] = BY_FREQUENCY.len() as u8 + 1;
+    ranks
+};
 
 /// Compiles a pattern for byte haystacks with ASCII classes and word boundaries. Every pattern
 /// here is about ASCII syntax; without Unicode the lazy DFA handles `\b` itself, so each search
@@ -380,6 +404,22 @@ mod tests {
         assert_eq!(find_ignoring_ascii_case(b"ca", b"cat"), None);
         assert_eq!(find_ignoring_ascii_case(b"c a t", b"cat"), None);
         assert_eq!(find_ignoring_ascii_case(b"", b""), Some(0));
+        // Against a window at every position: every haystack of up to 7 bytes and needles
+        // whose rarest byte comes first, last, in the middle, twice, or is not a letter.
+        let naive = |haystack: &[u8], needle: &[u8]| {
+            haystack
+                .windows(needle.len())
+                .position(|window| window.eq_ignore_ascii_case(needle))
+        };
+        for needle in [&b"xe"[..], b"ex", b"exe", b"xx", b"e:", b"e", b"Xe:"] {
+            crate::every_string(b"eExX: ", 7, |haystack| {
+                assert_eq!(
+                    find_ignoring_ascii_case(haystack, needle),
+                    naive(haystack, needle),
+                    "{haystack:?} {needle:?}"
+                );
+            });
+        }
     }
 
     #[test]
