@@ -75,8 +75,9 @@ pub(crate) fn upstream_tls(settings: &UpstreamSettings) -> Result<rustls::Client
 pub(crate) struct Forwarding<'a> {
     pub(crate) client_ip: IpAddr,
     pub(crate) proto: &'static str,
-    pub(crate) host: Option<&'a str>,
-    pub(crate) request_id: &'a str,
+    /// The `Host` the client sent (or an HTTP/2 client's `:authority`), already validated.
+    pub(crate) host: Option<HeaderValue>,
+    pub(crate) request_id: Option<HeaderValue>,
     /// Identity headers of the authenticated caller.
     pub(crate) identity: &'a [(HeaderName, HeaderValue)],
     /// The session cookie's name, removed from `Cookie`: the upstream never sees the token.
@@ -117,25 +118,28 @@ pub(crate) fn upstream_request(
     }
     if !headers.contains_key(header::HOST) {
         // An HTTP/2 client's `:authority`, else (an HTTP/1.0 client) the upstream's own.
-        let host = forwarding
-            .host
-            .or_else(|| base.authority().map(http::uri::Authority::as_str));
-        if let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        let host = forwarding.host.clone().or_else(|| {
+            base.authority()
+                .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+        });
+        if let Some(value) = host {
             headers.insert(header::HOST, value);
         }
     }
     let mut client_ip = String::with_capacity(15);
     crate::client_ip::push_ip(&mut client_ip, forwarding.client_ip);
-    let client_ip = HeaderValue::from_str(&client_ip)?;
+    let client_ip = HeaderValue::from_maybe_shared(bytes::Bytes::from(client_ip))?;
     headers.insert(X_FORWARDED_FOR, client_ip);
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(forwarding.proto),
     );
-    if let Some(host) = forwarding.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(X_FORWARDED_HOST, host);
+    if let Some(host) = &forwarding.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    headers.insert(X_REQUEST_ID, HeaderValue::from_str(forwarding.request_id)?);
+    if let Some(id) = &forwarding.request_id {
+        headers.insert(X_REQUEST_ID, id.clone());
+    }
     Ok(Request::from_parts(parts, body))
 }
 

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::HeaderValue;
 use http::header::HeaderName;
 use portcullis_state::{RateDecision, SharedState};
@@ -241,20 +242,22 @@ fn push_sf_string(out: &mut String, text: &str) {
 }
 
 /// Adds the collected items to a response, one list per field.
-pub(crate) fn add_fields(headers: &mut http::HeaderMap, items: &[(String, String)]) {
-    if items.is_empty() {
+pub(crate) fn add_fields(headers: &mut http::HeaderMap, mut items: Vec<(String, String)>) {
+    let (policies, limits) = if items.len() > 1 {
+        let list = |pick: fn(&(String, String)) -> &str| {
+            items.iter().map(pick).collect::<Vec<_>>().join(", ")
+        };
+        (list(|i| &i.0), list(|i| &i.1))
+    } else if let Some(only) = items.pop() {
+        // One policy (the common case): its strings become the values, without a copy.
+        only
+    } else {
         return;
-    }
-    // One policy (the common case) needs no joined copy.
-    let join = |pick: fn(&(String, String)) -> &str| match items {
-        [only] => HeaderValue::from_str(pick(only)),
-        _ => HeaderValue::from_str(&items.iter().map(pick).collect::<Vec<_>>().join(", ")),
     };
-    if let Ok(value) = join(|i| &i.0) {
-        headers.insert(RATELIMIT_POLICY, value);
-    }
-    if let Ok(value) = join(|i| &i.1) {
-        headers.insert(RATELIMIT, value);
+    for (name, text) in [(RATELIMIT_POLICY, policies), (RATELIMIT, limits)] {
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(text)) {
+            headers.insert(name, value);
+        }
     }
 }
 
@@ -302,6 +305,30 @@ mod tests {
         );
         // The same key refused again soon is not reported again.
         assert!(!limiter.check("client", &l, &caller).await.report);
+    }
+
+    #[test]
+    fn fields_become_one_list_per_header_in_the_order_the_limits_ran() {
+        let field = |policy: &str, limit: &str| (policy.to_owned(), limit.to_owned());
+        let mut headers = http::HeaderMap::new();
+        add_fields(&mut headers, Vec::new());
+        assert!(headers.is_empty());
+        add_fields(
+            &mut headers,
+            vec![field("\"client\";q=9;w=1", "\"client\";r=8;t=1")],
+        );
+        assert_eq!(headers[RATELIMIT_POLICY], "\"client\";q=9;w=1");
+        assert_eq!(headers[RATELIMIT], "\"client\";r=8;t=1");
+        let both = vec![
+            field("\"client\";q=9;w=1", "\"client\";r=8;t=1"),
+            field("\"api\";q=2;w=60", "\"api\";r=1;t=30"),
+        ];
+        add_fields(&mut headers, both);
+        assert_eq!(
+            headers[RATELIMIT_POLICY],
+            "\"client\";q=9;w=1, \"api\";q=2;w=60"
+        );
+        assert_eq!(headers[RATELIMIT], "\"client\";r=8;t=1, \"api\";r=1;t=30");
     }
 
     #[test]

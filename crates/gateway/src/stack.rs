@@ -81,6 +81,8 @@ pub(crate) type Rejection = (Reject, String);
 /// What the stages know about the request so far.
 pub(crate) struct RequestContext<'g> {
     pub(crate) id: RequestId,
+    /// The id as a header value, made once for the upstream request and the response.
+    id_header: Option<HeaderValue>,
     pub(crate) client: ClientAddr,
     pub(crate) secure: bool,
     pub(crate) wants_html: bool,
@@ -166,6 +168,8 @@ impl Gateway {
                 .get(proxy::X_FORWARDED_PROTO)
                 .is_some_and(|v| v == "https");
         let mut ctx = RequestContext {
+            // Always well formed: a generated id is hex, a kept one was checked above.
+            id_header: HeaderValue::from_str(id.as_str()).ok(),
             id,
             client,
             secure: conn.tls || forwarded_https,
@@ -212,7 +216,7 @@ impl Gateway {
                     .await;
             }
         }
-        self.finish(&mut response, &ctx);
+        self.finish(&mut response, &mut ctx);
         if ctx.from_upstream && ctx.accepts_gzip {
             let secret = ctx.route.is_some_and(|r| r.settings.secret);
             response = compress::maybe_compress(response, &ctx.method, secret);
@@ -708,17 +712,18 @@ impl Gateway {
             .ok_or_else(|| (Reject::BadGateway, "route has no upstream".into()))?;
         let (parts, body) = request.into_parts();
         let (body, progress) = LimitedBody::new(body, limit);
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+        // `request_host` has refused a `Host` that is not visible ASCII.
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+        });
         let forwarding = Forwarding {
             client_ip: ctx.client.ip,
             proto: if ctx.secure { "https" } else { "http" },
-            host: host.as_deref(),
-            request_id: ctx.id.as_str(),
+            host,
+            request_id: ctx.id_header.clone(),
             identity: &ctx.identity_headers,
             spent_credential: ctx.spent_credential.as_ref(),
             session_cookie: self
@@ -864,7 +869,7 @@ impl Gateway {
     }
 
     /// Response hardening, on every response, the gateway's own and the upstream's.
-    fn finish(&self, response: &mut Response<Body>, ctx: &RequestContext<'_>) {
+    fn finish(&self, response: &mut Response<Body>, ctx: &mut RequestContext<'_>) {
         let csp = if ctx.from_upstream {
             ctx.route.and_then(|r| r.csp.as_ref())
         } else if response
@@ -878,10 +883,10 @@ impl Gateway {
         };
         let headers = response.headers_mut();
         self.headers.apply(headers, csp, ctx.secure);
-        if let Ok(id) = HeaderValue::from_str(ctx.id.as_str()) {
-            headers.insert(proxy::X_REQUEST_ID, id);
+        if let Some(id) = &ctx.id_header {
+            headers.insert(proxy::X_REQUEST_ID, id.clone());
         }
-        rate_limit::add_fields(headers, &ctx.rate_fields);
+        rate_limit::add_fields(headers, std::mem::take(&mut ctx.rate_fields));
         if let Some(seconds) = ctx.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
