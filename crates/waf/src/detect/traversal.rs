@@ -132,7 +132,7 @@ struct Resolved<'a> {
 fn resolve(text: &str, params: bool, streams: bool) -> Resolved<'_> {
     let mut segments: Vec<&str> = Vec::new();
     let mut escapes = false;
-    for raw in text.split(['/', '\\']) {
+    for raw in path_segments(text) {
         // Tomcat and Jetty drop `;params` in a segment; NTFS drops trailing dots, spaces
         // and the `::$DATA` stream name.
         let segment = match params.then(|| raw.find(';')).flatten() {
@@ -158,6 +158,20 @@ fn resolve(text: &str, params: bool, streams: bool) -> Resolved<'_> {
         }
     }
     Resolved { segments, escapes }
+}
+
+/// `text` split at every `/` and `\`, as `str::split` with the two would: both are ASCII, so
+/// every split falls on a character boundary, and `memchr2` finds them where `split` decoded
+/// every character.
+fn path_segments(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr2_iter(b'/', b'\\', text.as_bytes())
+        .chain(std::iter::once(text.len()))
+        .map(move |end| {
+            let segment = text.get(start..end).unwrap_or_default();
+            start = end + 1;
+            segment
+        })
 }
 
 /// The sensitive file or directory the resolved path names, compared from its last segment
@@ -200,6 +214,16 @@ mod tests {
 
     fn rule_ids(input: &str) -> Vec<u32> {
         super::super::rule_ids_of(detect, input)
+    }
+
+    #[test]
+    fn path_segments_split_as_str_split_does() {
+        crate::every_string(b"a/\\\xC3\xA9", 6, |bytes| {
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                let split: Vec<&str> = text.split(['/', '\\']).collect();
+                assert_eq!(path_segments(text).collect::<Vec<_>>(), split, "{text:?}");
+            }
+        });
     }
 
     #[test]

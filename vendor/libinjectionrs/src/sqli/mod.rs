@@ -71,11 +71,15 @@ impl Fingerprint {
     }
 
     pub fn as_str(&self) -> &str {
+        core::str::from_utf8(self.trimmed()).unwrap_or("")
+    }
+
+    /// The fingerprint's bytes, up to its first NUL.
+    pub fn trimmed(&self) -> &[u8] {
         let len = self.fingerprint.iter()
             .position(|&b| b == 0)
             .unwrap_or(8);
-        core::str::from_utf8(&self.fingerprint[..len])
-            .unwrap_or("")
+        &self.fingerprint[..len]
     }
 }
 
@@ -191,7 +195,7 @@ impl<'a> SqliState<'a> {
         let fingerprint = self.fingerprint();
         
         // Check blacklist
-        if !blacklist::is_blacklisted(fingerprint.as_str()) {
+        if !blacklist::is_blacklisted_bytes(fingerprint.trimmed()) {
             return false;
         }
         
@@ -1103,7 +1107,7 @@ impl<'a> SqliState<'a> {
     }
     
     pub(crate) fn check_is_sqli(&self, fingerprint: &Fingerprint) -> bool {
-        let is_bl = blacklist::is_blacklisted(fingerprint.as_str());
+        let is_bl = blacklist::is_blacklisted_bytes(fingerprint.trimmed());
         if is_bl {
             let result = self.is_not_whitelist();
             result
