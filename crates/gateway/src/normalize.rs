@@ -10,15 +10,16 @@
 //! Written by hand because no maintained crate normalizes to these rules: URL parsers resolve
 //! dot segments but keep `%2e%2e` and `%2f` as they are, which is exactly the gap exploited.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// A path the gateway will route on and forward.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NormalizedPath {
+pub(crate) struct NormalizedPath<'a> {
     /// Decoded, for route matching and logs.
-    pub(crate) decoded: String,
+    pub(crate) decoded: Cow<'a, str>,
     /// Re-encoded, for the upstream request.
-    pub(crate) encoded: String,
+    pub(crate) encoded: Cow<'a, str>,
 }
 
 /// Why a path was refused.
@@ -44,7 +45,31 @@ pub(crate) enum PathError {
     AboveRoot,
 }
 
-pub(crate) fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
+pub(crate) fn normalize(raw: &str) -> Result<NormalizedPath<'_>, PathError> {
+    if is_already_normal(raw) {
+        return Ok(NormalizedPath {
+            decoded: Cow::Borrowed(raw),
+            encoded: Cow::Borrowed(raw),
+        });
+    }
+    normalize_in_full(raw)
+}
+
+/// Whether `raw` is its own normal form, as most request paths are: made only of bytes that
+/// decoding and re-encoding leave as they are, with no empty segment but a trailing one and no
+/// `.` or `..` segment. Such a path is routed and forwarded as it came, without the copies.
+fn is_already_normal(raw: &str) -> bool {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/');
+    let last = segments.next_back().unwrap_or_default();
+    raw.bytes().all(|byte| byte == b'/' || is_kept(byte))
+        && segments.all(|segment| !matches!(segment, "" | "." | ".."))
+        && !matches!(last, "." | "..")
+}
+
+fn normalize_in_full(raw: &str) -> Result<NormalizedPath<'_>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -77,7 +102,10 @@ pub(crate) fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
         decoded.push('/');
         encoded.push('/');
     }
-    Ok(NormalizedPath { decoded, encoded })
+    Ok(NormalizedPath {
+        decoded: Cow::Owned(decoded),
+        encoded: Cow::Owned(encoded),
+    })
 }
 
 fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, PathError> {
@@ -127,26 +155,7 @@ fn has_escape(text: &str) -> bool {
 /// Keeps RFC 3986 `pchar`s except `;` and `%`; escapes everything else.
 fn encode_segment(segment: &str, out: &mut String) {
     for byte in segment.bytes() {
-        let keep = byte.is_ascii_alphanumeric()
-            || matches!(
-                byte,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b'='
-                    | b':'
-                    | b'@'
-            );
-        if keep {
+        if is_kept(byte) {
             out.push(byte as char);
         } else {
             let _ = write!(out, "%{byte:02X}");
@@ -154,12 +163,63 @@ fn encode_segment(segment: &str, out: &mut String) {
     }
 }
 
+/// The RFC 3986 `pchar`s but `;` and `%`: the bytes a segment keeps as they are.
+fn is_kept(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn decoded(raw: &str) -> Result<String, PathError> {
-        normalize(raw).map(|p| p.decoded)
+        normalize(raw).map(|p| p.decoded.into_owned())
+    }
+
+    #[test]
+    fn a_path_taken_as_already_normal_is_what_full_normalization_makes_of_it() {
+        for normal in ["/", "/bench", "/a/b/", "/a.b/c~d/...", "/@:!$&'()*+,="] {
+            assert!(is_already_normal(normal), "{normal}");
+        }
+        for not_normal in [
+            "", "a", "//a", "/a//", "/a/./b", "/a/..", "/.", "/a%20b", "/a;b",
+        ] {
+            assert!(!is_already_normal(not_normal), "{not_normal}");
+        }
+        // Every path of up to 7 bytes over slashes, dots, a letter, an unreserved mark and
+        // bytes that need decoding or are refused.
+        let alphabet = b"/.a~%;";
+        let mut taken = 0;
+        for len in 0..=7u32 {
+            for mut index in 0..alphabet.len().pow(len) {
+                let mut raw = String::new();
+                for _ in 0..len {
+                    raw.push(char::from(alphabet[index % alphabet.len()]));
+                    index /= alphabet.len();
+                }
+                taken += usize::from(is_already_normal(&raw));
+                assert_eq!(normalize(&raw), normalize_in_full(&raw), "{raw}");
+            }
+        }
+        assert!(taken > 1000, "{taken}");
     }
 
     #[test]
@@ -198,9 +258,9 @@ mod tests {
     fn forwards_a_reencoded_path_that_decodes_to_the_routed_one() {
         let path = normalize("/caf%C3%A9/a%20b/100%25off").ok();
         let path = path.as_ref();
-        assert_eq!(path.map(|p| p.decoded.as_str()), Some("/café/a b/100%off"));
+        assert_eq!(path.map(|p| p.decoded.as_ref()), Some("/café/a b/100%off"));
         assert_eq!(
-            path.map(|p| p.encoded.as_str()),
+            path.map(|p| p.encoded.as_ref()),
             Some("/caf%C3%A9/a%20b/100%25off")
         );
     }

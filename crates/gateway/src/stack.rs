@@ -264,7 +264,8 @@ impl Gateway {
             return Ok(https_redirect(&host, &request));
         }
         let path = normalize(request.uri().path()).map_err(|e| (Reject::BadPath, e.to_string()))?;
-        ctx.path.clone_from(&path.decoded);
+        ctx.path.clear();
+        ctx.path.push_str(&path.decoded);
         if path.decoded == bot::TRAP_LINK_PATH
             || hidden::under_any(&self.settings.honeypot_paths, &path.decoded)
         {
@@ -284,11 +285,13 @@ impl Gateway {
             );
             return Ok(response);
         }
-        if let Some(rest) = self.identity_path(&path.decoded) {
-            return Box::pin(self.identity_api(request, rest, host.as_deref(), ctx)).await;
+        // The path borrows from the request, which these take: their part of it is copied.
+        if let Some(rest) = self.identity_path(&path.decoded).map(str::to_owned) {
+            return Box::pin(self.identity_api(request, &rest, host.as_deref(), ctx)).await;
         }
         if let Some(rest) = path.decoded.strip_prefix(bot::CHALLENGE_PREFIX) {
-            return Box::pin(self.challenge_answer(request, rest, ctx)).await;
+            let rest = rest.to_owned();
+            return Box::pin(self.challenge_answer(request, &rest, ctx)).await;
         }
         let route = self
             .routes
@@ -325,7 +328,7 @@ impl Gateway {
             _ => {
                 let rebuilt = match request.uri().query() {
                     Some(query) => format!("{}?{query}", path.encoded),
-                    None => path.encoded,
+                    None => path.encoded.into_owned(),
                 };
                 PathAndQuery::try_from(rebuilt).map_err(|e| (Reject::BadPath, e.to_string()))?
             }
