@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use libinjectionrs::XssDetector;
 use libinjectionrs::xss::Html5Flags;
 
-use super::{ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, find_ignoring_ascii_case};
+use super::{ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity};
 
 pub static LIBINJECTION: Rule = Rule {
     id: 941100,
@@ -205,24 +205,66 @@ pub fn detect(form: &Form<'_>, in_path: bool, hits: &mut Vec<Hit>) {
 const SKIPPED_IN_SCHEMES: ByteSet = ByteSet::of(b"\t\n\r");
 
 /// What each of `PATTERNS` cannot match without. An event handler, `srcdoc=` and `innerHTML=`
-/// need `=`; a script URL and `-moz-binding:` need `:`; calls need `(` (or a backtick, `[`,
-/// `{` for the obfuscated forms); UTF-7 needs `+`. Without any of those, two patterns still
-/// match with `.`: a breakout (a quote or `<`, then one of `;,)+-*/|&`, then `document.`) and
-/// a DOM sink (`document.cookie`, `window.location`). Most prose and identifiers hold none of
-/// this and skip the lowercase copy and the automaton; `the_pattern_gate_passes_every_match`
-/// checks it on libinjection's samples.
+/// need `=`; a script URL and `-moz-binding:` need `:`; the obfuscated forms need `[`, `{`, a
+/// backtick or `+`, as UTF-7 does. Without any of those, the rest need a breakout (a quote or
+/// `<`, then one of `;,)+-*/|&`) or one of `SCRIPT_WORDS` before a `.` or `(`, with only
+/// spaces or a comment between. Most prose and identifiers, and sentences with a parenthesis,
+/// hold none of this and skip the lowercase copy and the automaton;
+/// `the_pattern_gate_passes_every_match` checks it on libinjection's samples.
 fn may_match_pattern(form: &Form<'_>) -> bool {
-    if form.holds_any(ByteSet::of(b"=:([{`+")) {
+    // Tabs and newlines are removed before the patterns run, which can join a word.
+    const SYNTAX: ByteSet = ByteSet::of(b"=:[{`+").union(SKIPPED_IN_SCHEMES);
+    const OPENERS: ByteSet = ByteSet::of(b"'\"`<");
+    const OPERATORS: ByteSet = ByteSet::of(b";,)+-*/|&");
+    if form.holds_any(SYNTAX) {
         return true;
     }
-    if !form.holds(b'.') {
+    if !form.holds_any(ByteSet::of(b".(")) {
         return false;
     }
-    // Tabs and newlines are removed before the patterns run, which can join a word.
-    form.holds_any(SKIPPED_IN_SCHEMES)
-        || form.holds_any(ByteSet::of(b"'\"`<")) && form.holds_any(ByteSet::of(b";,)+-*/|&"))
-        || find_ignoring_ascii_case(form.bytes(), b"document").is_some()
-        || find_ignoring_ascii_case(form.bytes(), b"window").is_some()
+    let bytes = form.bytes();
+    form.holds_any(OPENERS) && form.holds_any(OPERATORS)
+        || form.holds(b'*') && form.holds(b'/')
+        || memchr::memchr2_iter(b'.', b'(', bytes).any(|at| {
+            let word = word_before(&bytes[..at]);
+            SCRIPT_WORDS
+                .iter()
+                .any(|known| word.eq_ignore_ascii_case(known.as_bytes()))
+        })
+}
+
+/// The words of the patterns that match with `.` or `(` and no other syntax: DOM objects, the
+/// functions a call names, and `function` of `new Function(`.
+const SCRIPT_WORDS: [&str; 15] = [
+    "document",
+    "window",
+    "fromcharcode",
+    "expression",
+    "eval",
+    "settimeout",
+    "setinterval",
+    "alert",
+    "prompt",
+    "confirm",
+    "atob",
+    "btoa",
+    "execscript",
+    "importscripts",
+    "function",
+];
+
+/// The run of ASCII letters at the end of `text`, before any spaces (as the patterns' `\s`).
+fn word_before(text: &[u8]) -> &[u8] {
+    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let end = text
+        .iter()
+        .rposition(|byte| !is_space(byte))
+        .map_or(0, |at| at + 1);
+    let start = text[..end]
+        .iter()
+        .rposition(|byte| !byte.is_ascii_alphabetic())
+        .map_or(0, |at| at + 1);
+    &text[start..end]
 }
 
 #[cfg(test)]
@@ -240,7 +282,8 @@ mod tests {
 
     /// `may_match_pattern` never turns away a value one of `PATTERNS` matches: checked on
     /// every line of libinjection's XSS samples and false positives, and on each with its
-    /// `(`, `=` and `:` taken out, which leaves the rarer shapes the gate must still see.
+    /// `(`, `=` and `:` taken out, and with `=`, `:`, `[`, `{`, backticks, `+` and the bytes
+    /// browsers skip taken out: which leaves the rarer shapes the gate must still see.
     #[test]
     fn the_pattern_gate_passes_every_match() {
         // The shapes that match with `.` alone, which the samples lack.
@@ -249,16 +292,27 @@ mod tests {
             b"Document.Cookie",
             b"';alert.x",
             b"</b>,prompt.x",
+            b"x')alert(1)",
+            b"EVAL(x)",
+            b"new Function (",
+            b"String.fromCharCode (88)",
+            b"width: expression(x)",
+            b"setTimeout(x)",
+            b"document/**/.cookie",
+            b"window \x0b. location",
         ]
         .map(<[u8]>::to_vec)
         .to_vec();
-        for line in super::super::libinjection_lines("xss") {
-            let stripped = line
-                .iter()
+        let without = |line: &[u8], bytes: &[u8]| -> Vec<u8> {
+            line.iter()
                 .copied()
-                .filter(|byte| !b"(=:".contains(byte))
-                .collect();
-            values.extend([line, stripped]);
+                .filter(|byte| !bytes.contains(byte))
+                .collect()
+        };
+        for line in super::super::libinjection_lines("xss") {
+            let dotted = without(&line, b"(=:");
+            let parenthesized = without(&line, b"=:[{`+\t\n\r");
+            values.extend([line, dotted, parenthesized]);
         }
         let mut matched = 0;
         for value in values {
