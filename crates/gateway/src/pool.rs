@@ -113,7 +113,9 @@ impl UpstreamPool {
         loop {
             let (mut sender, reused) = match self.checkout(origin) {
                 Some(sender) => (sender, true),
-                None => (self.connect(origin).await?, false),
+                // Boxed: a TCP connect and TLS handshake make a large future, which inlined
+                // made every request's future larger to move, for the few that connect.
+                None => (Box::pin(self.connect(origin)).await?, false),
             };
             if reused && !sender.is_ready() {
                 // Its last response has ended; the connection has yet to notice. Rarely
