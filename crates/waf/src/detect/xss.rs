@@ -226,10 +226,17 @@ fn may_match_pattern(form: &Form<'_>) -> bool {
     form.holds_any(OPENERS) && form.holds_any(OPERATORS)
         || form.holds(b'*') && form.holds(b'/')
         || memchr::memchr2_iter(b'.', b'(', bytes).any(|at| {
+            // By its end: `fromcharcode` matches after other letters too (it has no `\b`).
             let word = word_before(&bytes[..at]);
-            SCRIPT_WORDS
-                .iter()
-                .any(|known| word.eq_ignore_ascii_case(known.as_bytes()))
+            let last = word.last().map(u8::to_ascii_lowercase);
+            SCRIPT_WORDS.iter().any(|known| {
+                let known = known.as_bytes();
+                last == known.last().copied()
+                    && word
+                        .len()
+                        .checked_sub(known.len())
+                        .is_some_and(|start| word[start..].eq_ignore_ascii_case(known))
+            })
         })
 }
 
@@ -296,6 +303,7 @@ mod tests {
             b"EVAL(x)",
             b"new Function (",
             b"String.fromCharCode (88)",
+            b"xfromcharcode(88)",
             b"width: expression(x)",
             b"setTimeout(x)",
             b"document/**/.cookie",
