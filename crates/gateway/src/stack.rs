@@ -408,7 +408,9 @@ impl Gateway {
                 .collect()
         } else {
             let read = http_body_util::Limited::new(body, MAX_ANSWER).collect();
-            let bytes = tokio::time::timeout(self.settings.limits.request_timeout, read)
+            let bytes = self
+                .timers
+                .within(self.settings.limits.request_timeout, read)
                 .await
                 .map_err(|_| (Reject::RequestTimeout, "answer not received in time".into()))?
                 .map_err(|_| (Reject::BadRequest, "answer could not be read".to_owned()))?
