@@ -264,6 +264,12 @@ static ENGLISH_FREQUENCY: [u8; 256] = {
     ranks
 };
 
+/// Whether `byte` is one a pattern's `\s` matches: ASCII whitespace with the vertical tab (which
+/// `u8::is_ascii_whitespace` leaves out), since patterns are compiled without Unicode.
+pub(crate) fn is_pattern_space(byte: &u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
 /// Compiles a pattern for byte haystacks with ASCII classes and word boundaries. Every pattern
 /// here is about ASCII syntax; without Unicode the lazy DFA handles `\b` itself, so each search
 /// stays one linear pass instead of falling back to a slower engine.

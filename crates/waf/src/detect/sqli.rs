@@ -21,7 +21,8 @@ use libinjectionrs::{SqliFlags, SqliState};
 use regex::bytes::Regex;
 
 use super::{
-    ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, find_ignoring_ascii_case, pattern,
+    ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, find_ignoring_ascii_case,
+    is_pattern_space, pattern,
 };
 
 pub static LIBINJECTION: Rule = Rule {
@@ -211,12 +212,22 @@ fn detect_form(form: &Form<'_>, hits: &mut Vec<Hit>) {
     }
 }
 
-/// What each of `PATTERNS` cannot match without: `;` (a stacked query), `::` (a cast), a quote
-/// and `#`, `-` or `*` (a breakout into a comment), the word UNION or INTO, or BY and a digit.
-/// Most values hold none of them and skip the automaton; `the_pattern_gate_passes_every_match`
-/// checks this on libinjection's samples.
+/// What each of `PATTERNS` cannot match without: a `;` before one of `STACKED_STATEMENTS` (a
+/// stacked query), `::` (a cast), a quote and `#`, `-` or `*` (a breakout into a comment), the
+/// word UNION or INTO, or BY and a digit. Most values hold none of them, a sentence with a
+/// semicolon among them, and skip the automaton; `the_pattern_gate_passes_every_match` checks
+/// this on libinjection's samples.
 fn may_match_pattern(form: &Form<'_>) -> bool {
     form.holds(b';')
+        && followed_by(
+            form.bytes(),
+            memchr::memchr_iter(b';', form.bytes()),
+            |rest| {
+                STACKED_STATEMENTS
+                    .iter()
+                    .any(|statement| starts_with_ignoring_ascii_case(rest, statement))
+            },
+        )
         || form.holds(b':') && holds_pair(form.bytes(), *b"::")
         || form.holds_any(ByteSet::of(b"'`")) && form.holds_any(ByteSet::of(b"#-*"))
         || form.holds_any(ByteSet::range(b'0', b'9'))
@@ -226,11 +237,68 @@ fn may_match_pattern(form: &Form<'_>) -> bool {
             .any(|word| find_ignoring_ascii_case(form.bytes(), word).is_some())
 }
 
+/// The statements `STACKED_QUERY` looks for after a `;` (`exec` also starts `execute`).
+const STACKED_STATEMENTS: [&[u8]; 10] = [
+    b"insert",
+    b"drop",
+    b"truncate",
+    b"alter",
+    b"delete",
+    b"update",
+    b"exec",
+    b"shutdown",
+    b"declare",
+    b"select",
+];
+
+/// Whether, after one of the `delimiters` positions in `bytes` and the ASCII spaces that follow
+/// it (the patterns' `\s`, which is ASCII here), the rest satisfies `starts`.
+fn followed_by(
+    bytes: &[u8],
+    mut delimiters: impl Iterator<Item = usize>,
+    starts: impl Fn(&[u8]) -> bool,
+) -> bool {
+    delimiters.any(|at| {
+        let rest = &bytes[at + 1..];
+        let spaces = rest
+            .iter()
+            .take_while(|byte| is_pattern_space(byte))
+            .count();
+        starts(&rest[spaces..])
+    })
+}
+
+fn starts_with_ignoring_ascii_case(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+}
+
 static QUOTE_OPERATOR: LazyLock<Option<Regex>> = LazyLock::new(|| {
     pattern(
         r#"(?i)(?:\w|['"`])['"`](?:or|and|xor|div|like|rlike|regexp)['"`](?:\w|['"`])|['"`]\s+(?:or|and|xor|\|\||&&)\s+['"`(]"#,
     )
 });
+
+/// The operators `QUOTE_OPERATOR` looks for after a quote.
+const QUOTED_OPERATORS: [&[u8]; 9] = [
+    b"or", b"and", b"xor", b"div", b"like", b"rlike", b"regexp", b"||", b"&&",
+];
+
+/// Every match of `QUOTE_OPERATOR` has a quote followed, after spaces, by one of
+/// `QUOTED_OPERATORS`: most quoted values (`Tim O'Reilly's`, `"fragile" & "this"`) have none
+/// and skip the automaton.
+fn may_quote_operator(form: &[u8]) -> bool {
+    followed_by(
+        form,
+        memchr::memchr3_iter(b'\'', b'"', b'`', form),
+        |rest| {
+            QUOTED_OPERATORS
+                .iter()
+                .any(|operator| starts_with_ignoring_ascii_case(rest, operator))
+        },
+    )
+}
 
 /// A quote that closes the string the value was put in, then a boolean operator and a quoted
 /// operand, either glued between words (`a'or'a`) or spaced (`' OR '1=1`): the tautologies
@@ -238,6 +306,9 @@ static QUOTE_OPERATOR: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// inside a word (`Tom's`), so that a value quoting words itself (`the words 'yes' or 'no'`)
 /// passes.
 fn quote_then_operator(form: &[u8]) -> Option<std::ops::Range<usize>> {
+    if !may_quote_operator(form) {
+        return None;
+    }
     let regex = QUOTE_OPERATOR.as_ref()?;
     regex.find_iter(form).find_map(|found| {
         let at = found.start()
@@ -436,24 +507,58 @@ mod tests {
         )));
     }
 
-    /// `may_match_pattern` never turns away a value one of `PATTERNS` matches: checked on
-    /// every line of libinjection's SQLi samples and false positives, upper- and lower-cased.
+    /// `may_match_pattern` never turns away a value one of `PATTERNS` matches, nor
+    /// `may_quote_operator` one `QUOTE_OPERATOR` matches: checked on every line of
+    /// libinjection's SQLi samples and false positives, upper- and lower-cased, and on a
+    /// stacked query of each statement and a quote before each operator, with every kind of
+    /// space between.
     #[test]
     fn the_pattern_gate_passes_every_match() {
-        let mut matched = 0;
-        for line in super::super::libinjection_lines("sqli") {
+        let mut lines = super::super::libinjection_lines("sqli");
+        for space in ["", " ", "\t", "\n", "\x0b", "\x0c", "\r"] {
+            for statement in [
+                "insert into t",
+                "drop table t",
+                "truncate table t",
+                "alter user x",
+                "delete from t",
+                "update t set",
+                "execute xp_cmdshell",
+                "shutdown",
+                "declare @x",
+                "select a from t",
+            ] {
+                lines.push(format!("1{space};{space}{statement}").into_bytes());
+            }
+            for operator in [
+                "or", "and", "xor", "div", "like", "rlike", "regexp", "||", "&&",
+            ] {
+                lines.push(format!("a'{operator}'b").into_bytes());
+                lines.push(format!("x'{space} {operator} {space}'1").into_bytes());
+            }
+        }
+        let (mut patterns, mut quote_operators) = (0, 0);
+        for line in lines {
             for line in [line.to_ascii_lowercase(), line.to_ascii_uppercase()] {
+                let shown = String::from_utf8_lossy(&line).into_owned();
                 if PATTERNS.matches(&line).next().is_some() {
-                    matched += 1;
-                    assert!(
-                        may_match_pattern(&Form::new(&line)),
-                        "{}",
-                        String::from_utf8_lossy(&line)
-                    );
+                    patterns += 1;
+                    assert!(may_match_pattern(&Form::new(&line)), "{shown}");
+                }
+                if QUOTE_OPERATOR
+                    .as_ref()
+                    .is_some_and(|regex| regex.is_match(&line))
+                {
+                    quote_operators += 1;
+                    assert!(may_quote_operator(&line), "{shown}");
                 }
             }
         }
-        assert!(matched > 500, "{matched} lines matched a pattern");
+        assert!(patterns > 500, "{patterns} lines matched a pattern");
+        assert!(
+            quote_operators > 200,
+            "{quote_operators} lines matched QUOTE_OPERATOR"
+        );
     }
 
     #[test]

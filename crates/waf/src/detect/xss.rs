@@ -16,7 +16,10 @@ use std::sync::LazyLock;
 use libinjectionrs::XssDetector;
 use libinjectionrs::xss::Html5Flags;
 
-use super::{ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity};
+use super::{
+    ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, find_ignoring_ascii_case,
+    is_pattern_space,
+};
 
 pub static LIBINJECTION: Rule = Rule {
     id: 941100,
@@ -204,45 +207,65 @@ pub fn detect(form: &Form<'_>, in_path: bool, hits: &mut Vec<Hit>) {
 /// Bytes browsers skip inside a URL scheme.
 const SKIPPED_IN_SCHEMES: ByteSet = ByteSet::of(b"\t\n\r");
 
-/// What each of `PATTERNS` cannot match without. An event handler, `srcdoc=` and `innerHTML=`
-/// need `=`; a script URL and `-moz-binding:` need `:`; the obfuscated forms need `[`, `{`, a
-/// backtick or `+`, as UTF-7 does. Without any of those, the rest need a breakout (a quote or
-/// `<`, then one of `;,)+-*/|&`) or one of `SCRIPT_WORDS` before a `.` or `(`, with only
-/// spaces or a comment between. Most prose and identifiers, and sentences with a parenthesis,
-/// hold none of this and skip the lowercase copy and the automaton;
+/// What each of `PATTERNS` cannot match without, read at the byte it needs and the word
+/// before that byte (after spaces, as the patterns' `\s*`):
+/// - an event handler, `innerHTML=` and `srcdoc=`: a `=` after `on` and 3 to 40 more letters,
+///   or after `html` or `srcdoc`;
+/// - a script or `data:` URL and `-moz-binding:`: a `:` after `script`, `data` or `binding`;
+/// - a script call, a DOM sink or a breakout into script: a `.` or `(` after one of
+///   `SCRIPT_WORDS`, or a comment (`*` and `/`) between them;
+/// - the obfuscated forms: `[`, `{` or a backtick; UTF-7: `+ad`.
+///
+/// Browsers drop tabs and newlines inside a scheme, which can join a word, so a value with
+/// them always runs the patterns. Most values, URLs with a query and sentences with a
+/// parenthesis among them, need none of this and skip the lowercase copy and the automaton;
 /// `the_pattern_gate_passes_every_match` checks it on libinjection's samples.
 fn may_match_pattern(form: &Form<'_>) -> bool {
-    // Tabs and newlines are removed before the patterns run, which can join a word.
-    const SYNTAX: ByteSet = ByteSet::of(b"=:[{`+").union(SKIPPED_IN_SCHEMES);
-    const OPENERS: ByteSet = ByteSet::of(b"'\"`<");
-    const OPERATORS: ByteSet = ByteSet::of(b";,)+-*/|&");
-    if form.holds_any(SYNTAX) {
+    if form.holds_any(SKIPPED_IN_SCHEMES.union(ByteSet::of(b"[{`"))) {
         return true;
     }
-    if !form.holds_any(ByteSet::of(b".(")) {
-        return false;
-    }
     let bytes = form.bytes();
-    form.holds_any(OPENERS) && form.holds_any(OPERATORS)
-        || form.holds(b'*') && form.holds(b'/')
-        || memchr::memchr2_iter(b'.', b'(', bytes).any(|at| {
-            // By its end: `fromcharcode` matches after other letters too (it has no `\b`).
-            let word = word_before(&bytes[..at]);
-            let last = word.last().map(u8::to_ascii_lowercase);
-            SCRIPT_WORDS.iter().any(|known| {
-                let known = known.as_bytes();
-                last == known.last().copied()
-                    && word
-                        .len()
-                        .checked_sub(known.len())
-                        .is_some_and(|start| word[start..].eq_ignore_ascii_case(known))
-            })
-        })
+    let after_word = |delimiter: u8, is_known: &dyn Fn(&[u8]) -> bool| {
+        form.holds(delimiter)
+            && memchr::memchr_iter(delimiter, bytes).any(|at| is_known(word_before(&bytes[..at])))
+    };
+    after_word(b'=', &|word| {
+        is_event_handler(word) || ends_with_any(word, &["html", "srcdoc"])
+    }) || after_word(b':', &|word| {
+        ends_with_any(word, &["script", "data", "binding"])
+    }) || form.holds(b'+') && find_ignoring_ascii_case(bytes, b"+ad").is_some()
+        || form.holds_any(ByteSet::of(b".("))
+            && (form.holds(b'*') && form.holds(b'/')
+                || after_word(b'.', &|word| ends_with_any(word, &SCRIPT_WORDS))
+                || after_word(b'(', &|word| ends_with_any(word, &SCRIPT_WORDS)))
+}
+
+/// Whether `word` ends with `on` and 3 to 40 more letters, as an event handler's name does.
+fn is_event_handler(word: &[u8]) -> bool {
+    (3..=40.min(word.len().saturating_sub(2))).any(|rest| {
+        let on = word.len() - rest - 2;
+        word[on..on + 2].eq_ignore_ascii_case(b"on")
+    })
+}
+
+/// Whether `word` ends with one of `suffixes`, ignoring ASCII case. By the end: `fromcharcode`
+/// matches after other letters too (it has no `\b`), and so may the breakout's words.
+fn ends_with_any(word: &[u8], suffixes: &[&str]) -> bool {
+    let last = word.last().map(u8::to_ascii_lowercase);
+    suffixes.iter().any(|suffix| {
+        let suffix = suffix.as_bytes();
+        last == suffix.last().copied()
+            && word
+                .len()
+                .checked_sub(suffix.len())
+                .is_some_and(|start| word[start..].eq_ignore_ascii_case(suffix))
+    })
 }
 
 /// The words of the patterns that match with `.` or `(` and no other syntax: DOM objects, the
-/// functions a call names, and `function` of `new Function(`.
-const SCRIPT_WORDS: [&str; 15] = [
+/// functions a call names, `function` of `new Function(`, and what a breakout out of a string
+/// calls (`';fetch(`, `")constructor.`).
+const SCRIPT_WORDS: [&str; 18] = [
     "document",
     "window",
     "fromcharcode",
@@ -258,14 +281,16 @@ const SCRIPT_WORDS: [&str; 15] = [
     "execscript",
     "importscripts",
     "function",
+    "fetch",
+    "import",
+    "constructor",
 ];
 
 /// The run of ASCII letters at the end of `text`, before any spaces (as the patterns' `\s`).
 fn word_before(text: &[u8]) -> &[u8] {
-    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
     let end = text
         .iter()
-        .rposition(|byte| !is_space(byte))
+        .rposition(|byte| !is_pattern_space(byte))
         .map_or(0, |at| at + 1);
     let start = text[..end]
         .iter()
@@ -290,7 +315,8 @@ mod tests {
     /// `may_match_pattern` never turns away a value one of `PATTERNS` matches: checked on
     /// every line of libinjection's XSS samples and false positives, and on each with its
     /// `(`, `=` and `:` taken out, and with `=`, `:`, `[`, `{`, backticks, `+` and the bytes
-    /// browsers skip taken out: which leaves the rarer shapes the gate must still see.
+    /// browsers skip taken out: which leaves the rarer shapes the gate must still see. Hand
+    /// shapes hold what the samples lack, and the narrowest match of each clause.
     #[test]
     fn the_pattern_gate_passes_every_match() {
         // The shapes that match with `.` alone, which the samples lack.
@@ -308,6 +334,19 @@ mod tests {
             b"setTimeout(x)",
             b"document/**/.cookie",
             b"window \x0b. location",
+            // The shapes each `=`, `:` and `+` clause stands for, at its narrowest.
+            b"ONMOUSEOVER =1",
+            b"onxyz=1",
+            b"<b xonclick=x",
+            b"x.innerHTML = 1",
+            b"<iframe srcdoc=x>",
+            b"-moz-binding : url(x)",
+            b"JavaScript:alert",
+            b" data:text/html,x",
+            b"+ADw-script",
+            b"';fetch(1)",
+            b"\")constructor.x",
+            b"'-import(x)",
         ]
         .map(<[u8]>::to_vec)
         .to_vec();
