@@ -367,11 +367,12 @@ impl<'a> SqliState<'a> {
         // Phase 1: Skip all initial comments, right-parens and unary operators (matches C lines 1366-1386)
         // This matches C's initial phase exactly - put tokens in tokenvec[0] and skip unwanted ones
         while more {
-            if let Some(token) = tokenizer.next_token() {
+            // Portcullis: the tokenizer fills the slot in place (`next_token_into`).
+            if tokenizer.next_token_into(&mut self.token_vec[0]) {
                 // Count all tokens processed for stats_tokens
                 self.stats_tokens += 1;
                 
-                self.token_vec[0] = token.clone();
+                let token = &self.token_vec[0];
                 if !(token.token_type == TokenType::Comment ||
                      token.token_type == TokenType::LeftParenthesis ||
                      token.token_type == TokenType::SqlType ||
@@ -445,15 +446,16 @@ impl<'a> SqliState<'a> {
             
             // Get up to two tokens
             while more && pos <= LIBINJECTION_SQLI_MAX_TOKENS && (pos - left) < 2 {
-                if let Some(token) = tokenizer.next_token() {
+                // Portcullis: the tokenizer fills the next slot in place; a comment leaves
+                // `pos` where it is, so the next token overwrites it.
+                if tokenizer.next_token_into(&mut self.token_vec[pos]) {
                     // Count all tokens processed for stats_tokens
                     self.stats_tokens += 1;
                     
-                    if token.token_type == TokenType::Comment {
-                        last_comment = token.clone();
+                    if self.token_vec[pos].token_type == TokenType::Comment {
+                        last_comment = self.token_vec[pos].clone();
                     } else {
                         last_comment.token_type = TokenType::None;
-                        self.token_vec[pos] = token.clone();
                         pos += 1;
                     }
                 } else {
@@ -738,15 +740,16 @@ impl<'a> SqliState<'a> {
             
             // all cases of handling 2 tokens is done and nothing matched. Get one more token
             while more && pos <= LIBINJECTION_SQLI_MAX_TOKENS && pos - left < 3 {
-                if let Some(token) = tokenizer.next_token() {
+                // Portcullis: the tokenizer fills the next slot in place; a comment leaves
+                // `pos` where it is, so the next token overwrites it.
+                if tokenizer.next_token_into(&mut self.token_vec[pos]) {
                     // Count all tokens processed for stats_tokens
                     self.stats_tokens += 1;
                     
-                    if token.token_type == TokenType::Comment {
-                        last_comment = token.clone();
+                    if self.token_vec[pos].token_type == TokenType::Comment {
+                        last_comment = self.token_vec[pos].clone();
                     } else {
                         last_comment.token_type = TokenType::None;
-                        self.token_vec[pos] = token.clone();
                         pos += 1;
                     }
                 } else {
