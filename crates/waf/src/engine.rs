@@ -254,8 +254,12 @@ impl Engine {
             ) {
                 protocol::detect_header_injection(form, &mut hits);
             }
-            clean &= hits.len() == start;
-            for hit in hits.drain(start..).collect::<Vec<_>>() {
+            if hits.len() == start {
+                // Most forms of most fields: nothing to record, and no list of new hits made.
+                continue;
+            }
+            clean = false;
+            for hit in hits.split_off(start) {
                 let repeated = findings.iter().any(|finding: &Finding| {
                     finding.rule_id == hit.rule.id
                         && finding.field == field.name
