@@ -1,7 +1,8 @@
-//! `sqli_tokens FILE...`: prints, for every line of the files, libinjection's verdict,
-//! fingerprint and folded tokens, then the raw tokens in each of its three quote contexts. Run
-//! on two builds of the vendored port (`vendor/libinjectionrs`) and `cmp` the outputs: a change
-//! made for speed must leave every line identical.
+//! `sqli_tokens FILE...`: prints, for every line of the files, libinjection's verdict (with the
+//! fingerprint and folded tokens of a detected line), then the raw tokens in each of its three
+//! quote contexts. Run on two builds of the vendored port (`vendor/libinjectionrs`) and `cmp`
+//! the outputs: a change made for speed must leave every line identical. What `detect` leaves
+//! behind for an undetected line is not printed: the folding may stop early there.
 
 use std::io::{BufRead, BufWriter, Write};
 
@@ -20,9 +21,12 @@ fn main() -> std::io::Result<()> {
             let line = line?;
             let mut state = SqliState::new(&line, SqliFlags::FLAG_NONE);
             let detected = state.detect();
-            write!(out, "{detected} {:?} |", state.fingerprint)?;
-            for token in &state.tokens {
-                write_token(&mut out, token)?;
+            write!(out, "{detected}")?;
+            if detected {
+                write!(out, " {:?} |", state.fingerprint)?;
+                for token in &state.tokens {
+                    write_token(&mut out, token)?;
+                }
             }
             for context in CONTEXTS {
                 write!(out, " ||")?;

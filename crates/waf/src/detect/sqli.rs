@@ -561,6 +561,103 @@ mod tests {
         );
     }
 
+    /// libinjection's folding stops once a fingerprint can no longer be a listed one
+    /// (`vendor/libinjectionrs/PORTCULLIS.md`), which must never change a verdict. Checked
+    /// against the whole folding on libinjection's samples, on the shapes each condition of the
+    /// stop guards (a function word, a two-word keyword, an evil comment or brace after two
+    /// words), and on 20,000 generated lines of words, SQL keywords and punctuation.
+    #[test]
+    fn stopping_the_folding_early_keeps_every_verdict() {
+        let mut lines = super::super::libinjection_lines("sqli");
+        lines.extend(super::super::libinjection_lines("xss"));
+        for shape in [
+            "a user() union select 1",
+            "x natural join t union select 1",
+            "x similar to 'a' union select 1",
+            "foo bar {``.``.id}",
+            "foo bar /*! union select 1*/",
+            "foo bar /* x /* y */",
+            "Tim O'Reilly's 'What's the Future' (hardcover)",
+            // A comment the ANSI reading skips and the MySQL reparse reads as code.
+            "--1 union select 1\nfoo bar baz",
+            "--1 or 1=1\nfoo bar baz",
+            "#1 union select 1\nfoo bar baz",
+            "foo bar baz --x\n1 union select 1",
+            "foo bar baz #\n1 union select 1",
+        ] {
+            lines.push(shape.as_bytes().to_vec());
+        }
+        let words = [
+            "foo",
+            "bar",
+            "user",
+            "password",
+            "database",
+            "current_user",
+            "natural",
+            "join",
+            "cross",
+            "similar",
+            "to",
+            "union",
+            "select",
+            "all",
+            "from",
+            "where",
+            "or",
+            "and",
+            "not",
+            "like",
+            "in",
+            "boolean",
+            "mode",
+            "1",
+            "0x1",
+            "(",
+            ")",
+            ",",
+            ".",
+            ";",
+            "'",
+            "\"",
+            "`",
+            "=",
+            "+",
+            "-",
+            "*",
+            "@a",
+            "::",
+            "<",
+            ">",
+            "||",
+            "&&",
+            "N'a'",
+            "{",
+            "x",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let glue = if next(3) == 0 { "" } else { " " };
+            let count = 2 + next(8);
+            let line: Vec<&str> = (0..count).map(|_| words[next(words.len())]).collect();
+            lines.push(line.join(glue).into_bytes());
+        }
+        let mut detected = 0;
+        for line in &lines {
+            let early = SqliState::new(line, SqliFlags::FLAG_NONE).detect();
+            let whole = SqliState::new(line, SqliFlags::FLAG_NONE).detect_exhaustively();
+            assert_eq!(early, whole, "{}", String::from_utf8_lossy(line));
+            detected += usize::from(whole);
+        }
+        assert!(detected > 15_000, "{detected} lines detected");
+    }
+
     #[test]
     fn every_pattern_compiles() {
         assert!(PATTERNS.complete(6));

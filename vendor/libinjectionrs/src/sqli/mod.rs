@@ -152,6 +152,34 @@ pub struct SqliState<'a> {
     
     // Reason for SQLi detection (for debugging)
     reason: u32,
+
+    // Portcullis: whether `detect` lets the folding stop early (`first_tokens_rule_out_listed`).
+    stop_unlisted: bool,
+}
+
+/// Barewords that the folding turns into a function before `(`: TSQL functions common enough
+/// to be column names (`USER_ID`, `USER_NAME`), MySQL functions, and MySQL words that act as a
+/// variable and are a function (TSQL's `current_user` is a fake variable).
+const FUNCTIONS_BEFORE_PARENTHESIS: [&str; 11] = [
+    "USER_ID",
+    "USER_NAME",
+    "DATABASE",
+    "PASSWORD",
+    "USER",
+    "CURRENT_USER",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+    "LOCALTIME",
+    "LOCALTIMESTAMP",
+];
+
+/// Portcullis: whether the folding may stop early on `input`: it holds no `/*` and no `{`,
+/// from which the tokenizer and the folding make an evil token anywhere in a fingerprint, and
+/// with it the listed fingerprint `X`.
+fn may_stop_unlisted(input: &[u8]) -> bool {
+    memchr::memchr(b'{', input).is_none()
+        && !memchr::memchr_iter(b'/', input).any(|at| input.get(at + 1) == Some(&b'*'))
 }
 
 impl<'a> SqliState<'a> {
@@ -182,6 +210,7 @@ impl<'a> SqliState<'a> {
             stats_folds: 0,
             stats_tokens: 0,
             reason: 0,
+            stop_unlisted: false,
         }
     }
     
@@ -210,7 +239,24 @@ impl<'a> SqliState<'a> {
     
     /// Detects SQL injection with additional flag handling
     /// This matches the C implementation's libinjection_is_sqli() function
+    ///
+    /// Portcullis: the verdict is all this reports (for an input found benign, the fingerprint
+    /// and tokens it leaves behind are those of wherever it stopped), so the folding stops as
+    /// soon as the fingerprint can no longer be a listed one (`first_tokens_rule_out_listed`).
+    /// `detect_exhaustively` folds every fingerprint to its end, as C libinjection does.
     pub fn detect(&mut self) -> bool {
+        self.stop_unlisted = may_stop_unlisted(self.input);
+        self.detect_in_contexts()
+    }
+
+    /// `detect` without stopping early: the same verdict, and for a benign input the last
+    /// context's whole fingerprint and tokens.
+    pub fn detect_exhaustively(&mut self) -> bool {
+        self.stop_unlisted = false;
+        self.detect_in_contexts()
+    }
+
+    fn detect_in_contexts(&mut self) -> bool {
         // no input? not SQLi
         if self.input.is_empty() {
             return false;
@@ -587,22 +633,11 @@ impl<'a> SqliState<'a> {
                        self.token_vec[left].token_type == TokenType::Variable) &&
                       self.token_vec[left + 1].token_type == TokenType::LeftParenthesis &&
                       {
+                          // Portcullis: the words listed once, in `FUNCTIONS_BEFORE_PARENTHESIS`.
                           let val = self.token_vec[left].value();
-                          // TSQL functions but common enough to be column names
-                          self.cstrcasecmp("USER_ID", val) == 0 ||
-                          self.cstrcasecmp("USER_NAME", val) == 0 ||
-                          // Function in MYSQL  
-                          self.cstrcasecmp("DATABASE", val) == 0 ||
-                          self.cstrcasecmp("PASSWORD", val) == 0 ||
-                          self.cstrcasecmp("USER", val) == 0 ||
-                          // Mysql words that act as a variable and are a function
-                          // TSQL current_users is fake-variable
-                          self.cstrcasecmp("CURRENT_USER", val) == 0 ||
-                          self.cstrcasecmp("CURRENT_DATE", val) == 0 ||
-                          self.cstrcasecmp("CURRENT_TIME", val) == 0 ||
-                          self.cstrcasecmp("CURRENT_TIMESTAMP", val) == 0 ||
-                          self.cstrcasecmp("LOCALTIME", val) == 0 ||
-                          self.cstrcasecmp("LOCALTIMESTAMP", val) == 0
+                          FUNCTIONS_BEFORE_PARENTHESIS
+                              .iter()
+                              .any(|word| self.cstrcasecmp(word, val) == 0)
                       } {
                 // pos is the same, other conversions need to go here... for instance
                 // password CAN be a function, coalesce CAN be a function
@@ -930,6 +965,18 @@ impl<'a> SqliState<'a> {
                 // NOTE: C version falls through here - no continue
             }
             
+            // Portcullis: once the first two tokens are final and no listed fingerprint begins
+            // with them, the rest of the folding cannot make one: the fingerprint is left empty,
+            // which no lookup finds, as the whole one would not be found.
+            if left == 0 && self.stop_unlisted && self.first_tokens_rule_out_listed() {
+                self.stats_comment_c = tokenizer.stats_comment_c;
+                self.stats_comment_ddw = tokenizer.stats_comment_ddw;
+                self.stats_comment_ddx = tokenizer.stats_comment_ddx;
+                self.stats_comment_hash = tokenizer.stats_comment_hash;
+                self.tokens.clear();
+                return 0;
+            }
+
             // no folding -- assume left-most token is good, now use the existing 2 tokens -- do not get another
             left += 1;
         }
@@ -982,6 +1029,33 @@ impl<'a> SqliState<'a> {
         left
     }
     
+    /// Portcullis: whether the first two folded tokens can no longer change and no listed
+    /// fingerprint begins with them. Asked when the folding first moves past the first token,
+    /// so every rule on the first two (and a third) has been tried and none applied. They stay
+    /// as they are when the first is a bareword or a string and the second a bareword that
+    /// begins no two-word keyword (`NATURAL JOIN`) and is not one of the words that become a
+    /// function before `(` (`USER`, `DATABASE`, ...): the rules that change a token at either
+    /// place need an operator, a comma, a dot, a parenthesis, a brace, a unary operator or
+    /// another type there, or the same pair (whose merge into a keyword was tried and failed).
+    /// What the folding appends at the end (a trailing comment) leaves the first two alone;
+    /// what rewrites the whole fingerprint (an evil token's `X`) `may_stop_unlisted` has ruled
+    /// out. The comments read so far are counted before stopping, so the MySQL reparse is
+    /// decided as before for them; a later comment changes no token before it, so the reparse
+    /// starts with these two tokens too, and stops there as well.
+    fn first_tokens_rule_out_listed(&self) -> bool {
+        let (first, second) = (&self.token_vec[0], &self.token_vec[1]);
+        matches!(first.token_type, TokenType::Bareword | TokenType::String)
+            && second.token_type == TokenType::Bareword
+            && !sqli_data::may_start_phrase(second.value())
+            && !FUNCTIONS_BEFORE_PARENTHESIS
+                .iter()
+                .any(|word| self.cstrcasecmp(word, second.value()) == 0)
+            && !sqli_data::fingerprint_may_start_with(
+                first.token_type.to_char() as u8,
+                second.token_type.to_char() as u8,
+            )
+    }
+
     fn is_unary_op(&self, token: &Token) -> bool {
         if token.token_type != TokenType::Operator {
             return false;

@@ -33,3 +33,25 @@ impl CharType {
 pub fn get_char_type(ch: u8) -> CharType {
     CHAR_MAP[ch as usize]
 }
+/// Whether some fingerprint in the table begins with the two token classes `first` and
+/// `second` (as fingerprint letters, any case).
+///
+/// Portcullis: `SqliState::detect` stops folding a fingerprint whose first two tokens are
+/// final and begin none of the listed ones; built from the table, so it never rules out a
+/// fingerprint the lookup would find.
+pub fn fingerprint_may_start_with(first: u8, second: u8) -> bool {
+    static PAIRS: std::sync::LazyLock<std::collections::HashSet<(u8, u8)>> =
+        std::sync::LazyLock::new(|| {
+            SQL_KEYWORDS
+                .iter()
+                .filter(|keyword| keyword.token_type == b'F')
+                .filter_map(|keyword| match keyword.word.as_bytes() {
+                    [b'0', first, second, ..] => {
+                        Some((first.to_ascii_uppercase(), second.to_ascii_uppercase()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        });
+    PAIRS.contains(&(first.to_ascii_uppercase(), second.to_ascii_uppercase()))
+}
