@@ -1032,11 +1032,12 @@ impl<'a> SqliState<'a> {
     /// Portcullis: whether the first two folded tokens can no longer change and no listed
     /// fingerprint begins with them. Asked when the folding first moves past the first token,
     /// so every rule on the first two (and a third) has been tried and none applied. They stay
-    /// as they are when the first is a bareword or a string and the second a bareword that
-    /// begins no two-word keyword (`NATURAL JOIN`) and is not one of the words that become a
-    /// function before `(` (`USER`, `DATABASE`, ...): the rules that change a token at either
-    /// place need an operator, a comma, a dot, a parenthesis, a brace, a unary operator or
-    /// another type there, or the same pair (whose merge into a keyword was tried and failed).
+    /// as they are when the first is a bareword or a string and the second a lone `:` (of a
+    /// URL's scheme), which no rule reads, or a bareword that begins no two-word keyword
+    /// (`NATURAL JOIN`) and is not one of the words that become a function before `(` (`USER`,
+    /// `DATABASE`, ...): the rules that change a token at either place need an operator, a
+    /// comma, a dot, a parenthesis, a brace, a unary operator or another type there, or the
+    /// same pair (whose merge into a keyword was tried and failed).
     /// What the folding appends at the end (a trailing comment) leaves the first two alone;
     /// what rewrites the whole fingerprint (an evil token's `X`) `may_stop_unlisted` has ruled
     /// out. The comments read so far are counted before stopping, so the MySQL reparse is
@@ -1044,12 +1045,18 @@ impl<'a> SqliState<'a> {
     /// starts with these two tokens too, and stops there as well.
     fn first_tokens_rule_out_listed(&self) -> bool {
         let (first, second) = (&self.token_vec[0], &self.token_vec[1]);
+        let second_is_final = match second.token_type {
+            TokenType::Bareword => {
+                !sqli_data::may_start_phrase(second.value())
+                    && !FUNCTIONS_BEFORE_PARENTHESIS
+                        .iter()
+                        .any(|word| self.cstrcasecmp(word, second.value()) == 0)
+            }
+            TokenType::Colon => true,
+            _ => false,
+        };
         matches!(first.token_type, TokenType::Bareword | TokenType::String)
-            && second.token_type == TokenType::Bareword
-            && !sqli_data::may_start_phrase(second.value())
-            && !FUNCTIONS_BEFORE_PARENTHESIS
-                .iter()
-                .any(|word| self.cstrcasecmp(word, second.value()) == 0)
+            && second_is_final
             && !sqli_data::fingerprint_may_start_with(
                 first.token_type.to_char() as u8,
                 second.token_type.to_char() as u8,
