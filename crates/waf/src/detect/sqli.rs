@@ -219,14 +219,10 @@ fn detect_form(form: &Form<'_>, hits: &mut Vec<Hit>) {
 /// this on libinjection's samples.
 fn may_match_pattern(form: &Form<'_>) -> bool {
     form.holds(b';')
-        && followed_by(
+        && word_follows(
             form.bytes(),
             memchr::memchr_iter(b';', form.bytes()),
-            |rest| {
-                STACKED_STATEMENTS
-                    .iter()
-                    .any(|statement| starts_with_ignoring_ascii_case(rest, statement))
-            },
+            &STACKED_STATEMENTS,
         )
         || form.holds(b':') && holds_pair(form.bytes(), *b"::")
         || form.holds_any(ByteSet::of(b"'`")) && form.holds_any(ByteSet::of(b"#-*"))
@@ -252,11 +248,11 @@ const STACKED_STATEMENTS: [&[u8]; 10] = [
 ];
 
 /// Whether, after one of the `delimiters` positions in `bytes` and the ASCII spaces that follow
-/// it (the patterns' `\s`, which is ASCII here), the rest satisfies `starts`.
-fn followed_by(
+/// it (the patterns' `\s`, which is ASCII here), one of `words` begins, ignoring ASCII case.
+fn word_follows(
     bytes: &[u8],
     mut delimiters: impl Iterator<Item = usize>,
-    starts: impl Fn(&[u8]) -> bool,
+    words: &[&[u8]],
 ) -> bool {
     delimiters.any(|at| {
         let rest = &bytes[at + 1..];
@@ -264,14 +260,12 @@ fn followed_by(
             .iter()
             .take_while(|byte| is_pattern_space(byte))
             .count();
-        starts(&rest[spaces..])
+        let rest = &rest[spaces..];
+        words.iter().any(|word| {
+            rest.get(..word.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(word))
+        })
     })
-}
-
-fn starts_with_ignoring_ascii_case(bytes: &[u8], prefix: &[u8]) -> bool {
-    bytes
-        .get(..prefix.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 static QUOTE_OPERATOR: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -289,14 +283,10 @@ const QUOTED_OPERATORS: [&[u8]; 9] = [
 /// `QUOTED_OPERATORS`: most quoted values (`Tim O'Reilly's`, `"fragile" & "this"`) have none
 /// and skip the automaton.
 fn may_quote_operator(form: &[u8]) -> bool {
-    followed_by(
+    word_follows(
         form,
         memchr::memchr3_iter(b'\'', b'"', b'`', form),
-        |rest| {
-            QUOTED_OPERATORS
-                .iter()
-                .any(|operator| starts_with_ignoring_ascii_case(rest, operator))
-        },
+        &QUOTED_OPERATORS,
     )
 }
 
