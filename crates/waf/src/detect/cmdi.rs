@@ -411,6 +411,9 @@ struct Normalized {
     spacing_evaded: bool,
 }
 
+/// The bytes `normalize` may drop or replace; it copies runs of any others whole.
+const NORMALIZED_BYTES: ByteSet = ByteSet::of(b"'\"\\^{},");
+
 static IFS: LazyLock<Option<Regex>> = LazyLock::new(|| {
     // `$IFS`, `${IFS}`, `$IFS$9`, and `${VAR:0:1}` slices (which attackers use to conjure `/`).
     pattern(r"\$\{?IFS\}?(?:\$[0-9])?|\$\{[A-Za-z_]+:[0-9]+:[0-9]+\}|%[A-Za-z_]+:~[0-9,-]+%")
@@ -444,17 +447,46 @@ fn normalize(form: &[u8]) -> Normalized {
             lowered = lowered.replace(from, to);
         }
     }
+    let (text, braces_split) = undo_quoting(&lowered);
+    Normalized {
+        text,
+        spacing_evaded: spacing_evaded || braces_split,
+    }
+}
+
+/// Removes the quotes and escapes the shell would (`c''at`, `c\\at`, `w^h^o`) from lowercased
+/// text, and turns braces into spaces (`{cat,/etc/passwd}`); also says whether a brace held a
+/// comma (a brace expansion).
+fn undo_quoting(lowered: &str) -> (String, bool) {
     // Every byte the loop acts on is ASCII, so it walks bytes: a multi-byte character's bytes
-    // are never letters, quotes or escapes, and pass through whole.
+    // are never letters, quotes or escapes, and pass through whole. Runs of other bytes, most of
+    // a value, are copied whole: they only set whether the last byte was a word's.
     let bytes = lowered.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut spacing_evaded = false;
+    let mut out = String::with_capacity(bytes.len());
     let mut previous_is_word = false;
     let mut in_brace = false;
     // A quote pair inside one word (`c''at`, `c'a't`, `"c"at`) is removed by the shell; a lone
     // apostrophe (`I'd`) is prose and stays.
     let mut open_quote: Option<u8> = None;
-    for (index, &byte) in bytes.iter().enumerate() {
-        let next = bytes.get(index + 1).copied();
+    let mut index = 0;
+    while index < bytes.len() {
+        let run = bytes[index..]
+            .iter()
+            .position(|&byte| NORMALIZED_BYTES.contains(byte))
+            .unwrap_or(bytes.len() - index);
+        if run > 0 {
+            // Both ends of the run are ASCII or the ends of the text: character boundaries.
+            out.push_str(&lowered[index..index + run]);
+            previous_is_word = bytes[index + run - 1].is_ascii_alphanumeric();
+            index += run;
+            if index == bytes.len() {
+                break;
+            }
+        }
+        let byte = bytes[index];
+        index += 1;
+        let next = bytes.get(index).copied();
         // Asked only of quotes and escapes: most bytes are neither.
         let next_is_word = || next.is_some_and(|next| next.is_ascii_alphanumeric());
         let separator = match byte {
@@ -465,7 +497,7 @@ fn normalize(form: &[u8]) -> Normalized {
             b'\'' | b'"'
                 if open_quote.is_none()
                     && (previous_is_word || next_is_word() || next == Some(byte))
-                    && lowered[index + 1..]
+                    && lowered[index..]
                         .chars()
                         .take_while(|other| !other.is_whitespace())
                         .any(|other| other == char::from(byte)) =>
@@ -491,21 +523,11 @@ fn normalize(form: &[u8]) -> Normalized {
             }
             _ => false,
         };
-        if separator {
-            out.push(b' ');
-            previous_is_word = false;
-        } else {
-            previous_is_word = byte.is_ascii_alphanumeric();
-            out.push(byte);
-        }
+        // Every byte that stops a run is ASCII and none is a letter or digit.
+        out.push(if separator { ' ' } else { char::from(byte) });
+        previous_is_word = false;
     }
-    // Only ASCII bytes were dropped or replaced, so `out` is still UTF-8.
-    let out = String::from_utf8(out)
-        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
-    Normalized {
-        text: out,
-        spacing_evaded,
-    }
+    (out, spacing_evaded)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -517,6 +539,9 @@ enum Token<'a> {
     Substitution,
     Redirect,
 }
+
+/// The bytes that may end a word: blanks, operators, and `$` (which ends one before `(`).
+const WORD_ENDS: ByteSet = ByteSet::of(b" \t\r\n;|&`<>()$");
 
 fn lex(text: &str) -> Vec<Token<'_>> {
     let bytes = text.as_bytes();
@@ -554,24 +579,18 @@ fn lex(text: &str) -> Vec<Token<'_>> {
             }
             _ => {
                 let start = i;
-                while i < bytes.len()
-                    && !matches!(
-                        bytes[i],
-                        b' ' | b'\t'
-                            | b'\r'
-                            | b'\n'
-                            | b';'
-                            | b'|'
-                            | b'&'
-                            | b'`'
-                            | b'<'
-                            | b'>'
-                            | b'('
-                            | b')'
-                    )
-                    && !(bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'('))
-                {
-                    i += 1;
+                i += 1;
+                loop {
+                    i += bytes[i..]
+                        .iter()
+                        .position(|&byte| WORD_ENDS.contains(byte))
+                        .unwrap_or(bytes.len() - i);
+                    // A `$` ends a word only before `(`.
+                    if bytes.get(i) == Some(&b'$') && bytes.get(i + 1) != Some(&b'(') {
+                        i += 1;
+                    } else {
+                        break;
+                    }
                 }
                 tokens.push(Token::Word(&text[start..i]));
             }
@@ -690,6 +709,142 @@ mod tests {
 
     fn rule_ids(input: &str) -> Vec<u32> {
         super::super::rule_ids_of(detect, input)
+    }
+
+    /// `undo_quoting` as it was written first, a byte at a time: the run-copying version must
+    /// give the same text.
+    fn undo_quoting_by_byte(lowered: &str) -> (String, bool) {
+        let bytes = lowered.as_bytes();
+        let mut spacing_evaded = false;
+        let mut out = Vec::new();
+        let mut previous_is_word = false;
+        let mut in_brace = false;
+        let mut open_quote: Option<u8> = None;
+        for (index, &byte) in bytes.iter().enumerate() {
+            let next = bytes.get(index + 1).copied();
+            let next_is_word = || next.is_some_and(|next| next.is_ascii_alphanumeric());
+            let separator = match byte {
+                b'\'' | b'"' if open_quote == Some(byte) => {
+                    open_quote = None;
+                    continue;
+                }
+                b'\'' | b'"'
+                    if open_quote.is_none()
+                        && (previous_is_word || next_is_word() || next == Some(byte))
+                        && lowered[index + 1..]
+                            .chars()
+                            .take_while(|other| !other.is_whitespace())
+                            .any(|other| other == char::from(byte)) =>
+                {
+                    open_quote = Some(byte);
+                    continue;
+                }
+                b'\\' | b'^' if previous_is_word && next_is_word() => continue,
+                b'\\' if next_is_word() && !matches!(next, Some(b'n' | b'r' | b't')) => continue,
+                b'{' => {
+                    in_brace = true;
+                    true
+                }
+                b'}' => {
+                    in_brace = false;
+                    true
+                }
+                b',' if in_brace => {
+                    spacing_evaded = true;
+                    true
+                }
+                _ => false,
+            };
+            if separator {
+                out.push(b' ');
+                previous_is_word = false;
+            } else {
+                previous_is_word = byte.is_ascii_alphanumeric();
+                out.push(byte);
+            }
+        }
+        (String::from_utf8_lossy(&out).into_owned(), spacing_evaded)
+    }
+
+    /// `lex` as it was written first, a byte at a time.
+    fn lex_by_byte(text: &str) -> Vec<Token<'_>> {
+        let bytes = text.as_bytes();
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b' ' | b'\t' | b'\r' | b'(' | b')' => i += 1,
+                b';' | b'|' | b'&' | b'\n' => {
+                    tokens.push(Token::Separator);
+                    i += 1;
+                    while i < bytes.len() && matches!(bytes[i], b'|' | b'&') {
+                        i += 1;
+                    }
+                }
+                b'`' => {
+                    tokens.push(Token::Substitution);
+                    i += 1;
+                }
+                b'$' | b'<' | b'>' if bytes.get(i + 1) == Some(&b'(') => {
+                    tokens.push(Token::Substitution);
+                    i += 2;
+                }
+                b'<' | b'>' => {
+                    tokens.push(Token::Redirect);
+                    i += 1;
+                    while i < bytes.len() && matches!(bytes[i], b'<' | b'>' | b'&') {
+                        i += 1;
+                    }
+                }
+                _ => {
+                    let start = i;
+                    while i < bytes.len()
+                        && !matches!(
+                            bytes[i],
+                            b' ' | b'\t'
+                                | b'\r'
+                                | b'\n'
+                                | b';'
+                                | b'|'
+                                | b'&'
+                                | b'`'
+                                | b'<'
+                                | b'>'
+                                | b'('
+                                | b')'
+                        )
+                        && !(bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'('))
+                    {
+                        i += 1;
+                    }
+                    tokens.push(Token::Word(&text[start..i]));
+                }
+            }
+        }
+        tokens
+    }
+
+    #[test]
+    fn copying_runs_whole_keeps_every_normalized_text_and_token() {
+        // Each byte the two functions treat apart, a letter, a space, a multi-byte character,
+        // and a non-ASCII whitespace (U+2003) that ends a word for a quote's search.
+        crate::every_string(b"a'\"\\^{},$( `>\n\xC3\xA9", 5, |bytes| {
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                return;
+            };
+            assert_eq!(undo_quoting(text), undo_quoting_by_byte(text), "{text:?}");
+            assert_eq!(lex(text), lex_by_byte(text), "{text:?}");
+        });
+        for text in [
+            "c'a\u{2003}t'",
+            "x\"\u{2003}\"",
+            "a\u{0b}'b'",
+            "{c\u{e9}t,/etc}",
+            "\u{e9}$\u{e9}$(\u{e9}",
+        ] {
+            assert_eq!(undo_quoting(text), undo_quoting_by_byte(text), "{text:?}");
+            assert_eq!(lex(text), lex_by_byte(text), "{text:?}");
+        }
     }
 
     /// Each top-level alternative of the pattern holds one of the prefilter's words: a new
