@@ -199,7 +199,10 @@ impl<'a> SqliState<'a> {
             tokens: SmallVec::new(),
             #[cfg(not(feature = "smallvec"))]
             tokens: Vec::with_capacity(LIBINJECTION_SQLI_MAX_TOKENS + 3),
-            token_vec: std::array::from_fn(|_| Token::new()),
+            // Portcullis: a constant array, not `array::from_fn`, which built each token and
+            // then copied it into place through an overlapping store that the copy's load
+            // waited on (a tenth of the WAF's SQL time on JSON bodies, for eight empty tokens).
+            token_vec: [const { Token::new() }; LIBINJECTION_SQLI_MAX_TOKENS + 3],
             pos: 0,
             current_token: None,
             fingerprint: [0; 8],
