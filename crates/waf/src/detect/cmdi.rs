@@ -319,10 +319,10 @@ fn may_hold_powershell(form: &Form<'_>) -> bool {
     }
     form.holds_any(ByteSet::of(b"\"'$("))
         && form.holds_any(ByteSet::of(b"xX"))
-        && find_ignoring_ascii_case(form.bytes(), b"iex").is_some()
+        && form.find_ignoring_ascii_case(b"iex").is_some()
         || form.holds(b'(')
             && form.holds(b'.')
-            && find_ignoring_ascii_case(form.bytes(), b"download").is_some()
+            && form.find_ignoring_ascii_case(b"download").is_some()
 }
 
 /// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that

@@ -21,8 +21,7 @@ use libinjectionrs::{SqliFlags, SqliState};
 use regex::bytes::Regex;
 
 use super::{
-    ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, find_ignoring_ascii_case,
-    is_pattern_space, pattern,
+    ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, is_pattern_space, pattern,
 };
 
 pub static LIBINJECTION: Rule = Rule {
@@ -149,15 +148,7 @@ const QUOTE_LOOKALIKES: &[(&str, &str)] = &[
 /// Every entry of `QUOTE_LOOKALIKES` holds the byte 0xE2, 0xCA or 0xEF, or `â` (C3 A2): a value
 /// with none of them, like most non-English names (`José`), skips the eight searches.
 fn may_hold_quote_lookalike(form: &Form<'_>) -> bool {
-    form.holds_any(ByteSet::of(&[0xE2, 0xCA, 0xEF]))
-        || form.holds(0xC3) && holds_pair(form.bytes(), [0xC3, 0xA2])
-}
-
-/// Whether `form` holds the two bytes in a row. For needles this short `memmem`
-/// falls back to Rabin-Karp over every byte; the first byte is rare, so `memchr` finds the
-/// candidates faster.
-fn holds_pair(form: &[u8], [first, second]: [u8; 2]) -> bool {
-    memchr::memchr_iter(first, form).any(|at| form.get(at + 1) == Some(&second))
+    form.holds_any(ByteSet::of(&[0xE2, 0xCA, 0xEF])) || form.holds_pair([0xC3, 0xA2])
 }
 
 const QUOTES: ByteSet = ByteSet::of(b"'\"`");
@@ -184,13 +175,12 @@ pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
 
 fn detect_form(form: &Form<'_>, hits: &mut Vec<Hit>) {
     let bytes = form.bytes();
-    if detect_windowed(bytes, hits) {
+    // Without a `{` or a `*`, libinjection's folding may stop early without looking for them.
+    let brace_or_star = form.holds_any(ByteSet::of(b"{*"));
+    if detect_windowed(bytes, brace_or_star, hits) {
         return;
     }
-    if form.holds(b'*')
-        && holds_pair(bytes, *b"/*")
-        && detect_windowed(&strip_comments(bytes), hits)
-    {
+    if form.holds_pair(*b"/*") && detect_windowed(&strip_comments(bytes), true, hits) {
         // Filters and some applications delete comments, which joins `UN/**/ION` into
         // `UNION`: read the form that way too.
         return;
@@ -224,13 +214,13 @@ fn may_match_pattern(form: &Form<'_>) -> bool {
             memchr::memchr_iter(b';', form.bytes()),
             &STACKED_STATEMENTS,
         )
-        || form.holds(b':') && holds_pair(form.bytes(), *b"::")
+        || form.holds_pair(*b"::")
         || form.holds_any(ByteSet::of(b"'`")) && form.holds_any(ByteSet::of(b"#-*"))
         || form.holds_any(ByteSet::range(b'0', b'9'))
-            && find_ignoring_ascii_case(form.bytes(), b"by").is_some()
+            && form.find_ignoring_ascii_case(b"by").is_some()
         || [&b"union"[..], b"into"]
             .iter()
-            .any(|word| find_ignoring_ascii_case(form.bytes(), word).is_some())
+            .any(|word| form.find_ignoring_ascii_case(word).is_some())
 }
 
 /// The statements `STACKED_QUERY` looks for after a `;` (`exec` also starts `execute`).
@@ -352,28 +342,34 @@ fn strip_comments(form: &[u8]) -> Vec<u8> {
 const TOKENIZER_WINDOW: usize = 16 * 1024;
 
 /// Runs libinjection on the windows of `form`; true when it found a paranoia-1 injection.
-fn detect_windowed(form: &[u8], hits: &mut Vec<Hit>) -> bool {
+/// `brace_or_star` is false only when `form` holds neither byte.
+fn detect_windowed(form: &[u8], brace_or_star: bool, hits: &mut Vec<Hit>) -> bool {
     if form.len() <= TOKENIZER_WINDOW {
-        return detect_in(form, 0, hits);
+        return detect_in(form, 0, brace_or_star, hits);
     }
-    if detect_in(&form[..TOKENIZER_WINDOW], 0, hits) {
+    if detect_in(&form[..TOKENIZER_WINDOW], 0, brace_or_star, hits) {
         return true;
     }
     match memchr::memchr3(b'\'', b'"', b'`', &form[TOKENIZER_WINDOW..]) {
         Some(quote) => {
             let start = TOKENIZER_WINDOW + quote;
             let end = (start + TOKENIZER_WINDOW).min(form.len());
-            detect_in(&form[start..end], start, hits)
+            detect_in(&form[start..end], start, brace_or_star, hits)
         }
         None => false,
     }
 }
 
 /// Runs libinjection on `form`, which starts at `offset` in the value; true when it found a
-/// paranoia-1 injection.
-fn detect_in(form: &[u8], offset: usize, hits: &mut Vec<Hit>) -> bool {
+/// paranoia-1 injection. `brace_or_star` is false only when `form` holds neither byte.
+fn detect_in(form: &[u8], offset: usize, brace_or_star: bool, hits: &mut Vec<Hit>) -> bool {
     let mut state = SqliState::new(form, SqliFlags::FLAG_NONE);
-    if !state.detect() {
+    let found = if brace_or_star {
+        state.detect()
+    } else {
+        state.detect_without_brace_or_star()
+    };
+    if !found {
         return false;
     }
     let fingerprint = fingerprint_text(&state.fingerprint);
@@ -609,6 +605,11 @@ mod tests {
             let early = SqliState::new(line, SqliFlags::FLAG_NONE).detect();
             let whole = SqliState::new(line, SqliFlags::FLAG_NONE).detect_exhaustively();
             assert_eq!(early, whole, "{}", String::from_utf8_lossy(line));
+            if !line.iter().any(|&byte| byte == b'{' || byte == b'*') {
+                let told =
+                    SqliState::new(line, SqliFlags::FLAG_NONE).detect_without_brace_or_star();
+                assert_eq!(told, whole, "{}", String::from_utf8_lossy(line));
+            }
             detected += usize::from(whole);
         }
         assert!(detected > 15_000, "{detected} lines detected");

@@ -16,10 +16,7 @@ use std::sync::LazyLock;
 use libinjectionrs::XssDetector;
 use libinjectionrs::xss::Html5Flags;
 
-use super::{
-    ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, find_ignoring_ascii_case,
-    is_pattern_space,
-};
+use super::{ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, is_pattern_space};
 
 pub static LIBINJECTION: Rule = Rule {
     id: 941100,
@@ -233,7 +230,7 @@ fn may_match_pattern(form: &Form<'_>) -> bool {
         is_event_handler(word) || ends_with_any(word, &["html", "srcdoc"])
     }) || after_word(b':', &|word| {
         ends_with_any(word, &["script", "data", "binding"])
-    }) || form.holds(b'+') && find_ignoring_ascii_case(bytes, b"+ad").is_some()
+    }) || form.find_ignoring_ascii_case(b"+ad").is_some()
         || form.holds_any(ByteSet::of(b".("))
             && (form.holds(b'*') && form.holds(b'/')
                 || after_word(b'.', &|word| ends_with_any(word, &SCRIPT_WORDS))
