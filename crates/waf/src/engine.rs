@@ -235,7 +235,11 @@ impl Engine {
         let already_decoded = matches!(field.location, Location::Query | Location::Body);
         let decoded = decode::decode(&field.value, already_decoded);
         let mut hits = Vec::new();
-        protocol::evasion_hits(decoded.evasions, decoded.text.len(), &mut hits);
+        // Asked here, not in the call: `decode` has just written the flags' one byte, and the
+        // call's four-byte load of it waited for that store to leave the buffer.
+        if !decoded.evasions.is_empty() {
+            protocol::evasion_hits(decoded.evasions, decoded.text.len(), &mut hits);
+        }
         let before_forms = hits.len();
         let mut clean = hits.is_empty();
         for (form_name, scanned) in decoded.forms() {

@@ -307,15 +307,19 @@ static POWERSHELL_PREFILTER: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyL
 
 /// Whether `form` may match `POWERSHELL_PATTERN`. Five of its seven alternatives need a `-`
 /// (before a switch, or in a cmdlet name); a value with one is searched for all of
-/// `POWERSHELL_WORDS`. Without one, only `iex` before a quote, `$` or `(`, and
-/// `.DownloadString(` remain, and two searches for their words, behind the bytes they need,
-/// cost less than the automaton (`every_powershell_alternative_holds_a_prefilter_word` checks
-/// that the other five hold a `-`).
+/// `POWERSHELL_WORDS`, if it holds every byte of one of them (a SKU or a date does not).
+/// Without one, only `iex` before a quote, `$` or `(`, and `.DownloadString(` remain, and two
+/// searches for their words, behind the bytes they need, cost less than the automaton
+/// (`every_powershell_alternative_holds_a_prefilter_word` checks that the other five hold a
+/// `-`).
 fn may_hold_powershell(form: &Form<'_>) -> bool {
     if form.holds(b'-') {
-        return POWERSHELL_PREFILTER
-            .as_ref()
-            .is_none_or(|prefilter| prefilter.is_match(form.bytes()));
+        return POWERSHELL_WORDS
+            .iter()
+            .any(|word| form.holds_each_ignoring_ascii_case(word.as_bytes()))
+            && POWERSHELL_PREFILTER
+                .as_ref()
+                .is_none_or(|prefilter| prefilter.is_match(form.bytes()));
     }
     form.holds_any(ByteSet::of(b"\"'$("))
         && form.holds_any(ByteSet::of(b"xX"))

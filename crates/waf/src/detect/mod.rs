@@ -241,14 +241,19 @@ impl<'a> Form<'a> {
     /// [`find_ignoring_ascii_case`]; a form that lacks one of the needle's bytes in both cases
     /// is answered from the byte set, without a search.
     pub(crate) fn find_ignoring_ascii_case(&self, needle: &[u8]) -> Option<usize> {
-        let holds_each = needle.iter().all(|&byte| {
-            self.holds(byte.to_ascii_lowercase()) || self.holds(byte.to_ascii_uppercase())
-        });
-        if holds_each {
+        if self.holds_each_ignoring_ascii_case(needle) {
             find_ignoring_ascii_case(self.bytes, needle)
         } else {
             None
         }
+    }
+
+    /// Whether the form holds each byte of `needle`, in either ASCII case: what it must hold to
+    /// contain `needle` ignoring case.
+    pub(crate) fn holds_each_ignoring_ascii_case(&self, needle: &[u8]) -> bool {
+        needle.iter().all(|&byte| {
+            self.holds(byte.to_ascii_lowercase()) || self.holds(byte.to_ascii_uppercase())
+        })
     }
 }
 

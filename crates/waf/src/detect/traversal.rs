@@ -92,7 +92,7 @@ pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
     let bytes = form.bytes();
     let looks_like_path = !form.holds_any(ByteSet::of(b" \t\n"))
         || memchr::memchr3(b' ', b'\t', b'\n', form.text().trim().as_bytes()).is_none();
-    if !looks_like_path && memchr::memmem::find(bytes, b"..").is_none() {
+    if !looks_like_path && !form.holds_pair(*b"..") {
         // Prose is only checked for climbing, and climbing needs a `..` segment.
         return;
     }
