@@ -15,7 +15,7 @@
 
 use std::sync::LazyLock;
 
-use libinjectionrs::sqli::{SqliTokenizer, TokenType};
+use libinjectionrs::sqli::{Prescan, SqliTokenizer, TokenType};
 use libinjectionrs::{SqliFlags, SqliState};
 
 use regex::bytes::Regex;
@@ -175,12 +175,10 @@ pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
 
 fn detect_form(form: &Form<'_>, hits: &mut Vec<Hit>) {
     let bytes = form.bytes();
-    // Without a `{` or a `*`, libinjection's folding may stop early without looking for them.
-    let brace_or_star = form.holds_any(ByteSet::of(b"{*"));
-    if detect_windowed(bytes, brace_or_star, hits) {
+    if detect_windowed(bytes, Some(prescan(form)), hits) {
         return;
     }
-    if form.holds_pair(*b"/*") && detect_windowed(&strip_comments(bytes), true, hits) {
+    if form.holds_pair(*b"/*") && detect_windowed(&strip_comments(bytes), None, hits) {
         // Filters and some applications delete comments, which joins `UN/**/ION` into
         // `UNION`: read the form that way too.
         return;
@@ -341,35 +339,40 @@ fn strip_comments(form: &[u8]) -> Vec<u8> {
 /// value breaks out. The pattern rules still read the whole value.
 const TOKENIZER_WINDOW: usize = 16 * 1024;
 
-/// Runs libinjection on the windows of `form`; true when it found a paranoia-1 injection.
-/// `brace_or_star` is false only when `form` holds neither byte.
-fn detect_windowed(form: &[u8], brace_or_star: bool, hits: &mut Vec<Hit>) -> bool {
-    if form.len() <= TOKENIZER_WINDOW {
-        return detect_in(form, 0, brace_or_star, hits);
+/// What libinjection asks of a whole form before it tokenizes, answered from its byte set.
+fn prescan(form: &Form<'_>) -> Prescan {
+    Prescan {
+        brace_or_comment: form.holds(b'{') || form.holds_pair(*b"/*"),
+        single_quote: form.holds(b'\''),
+        double_quote: form.holds(b'"'),
     }
-    if detect_in(&form[..TOKENIZER_WINDOW], 0, brace_or_star, hits) {
+}
+
+/// Runs libinjection on the windows of `form`; true when it found a paranoia-1 injection.
+/// `prescan` is the whole form's, when known.
+fn detect_windowed(form: &[u8], prescan: Option<Prescan>, hits: &mut Vec<Hit>) -> bool {
+    if form.len() <= TOKENIZER_WINDOW {
+        return detect_in(form, 0, prescan, hits);
+    }
+    // A window holds only some of the form's bytes: libinjection searches it.
+    if detect_in(&form[..TOKENIZER_WINDOW], 0, None, hits) {
         return true;
     }
     match memchr::memchr3(b'\'', b'"', b'`', &form[TOKENIZER_WINDOW..]) {
         Some(quote) => {
             let start = TOKENIZER_WINDOW + quote;
             let end = (start + TOKENIZER_WINDOW).min(form.len());
-            detect_in(&form[start..end], start, brace_or_star, hits)
+            detect_in(&form[start..end], start, None, hits)
         }
         None => false,
     }
 }
 
 /// Runs libinjection on `form`, which starts at `offset` in the value; true when it found a
-/// paranoia-1 injection. `brace_or_star` is false only when `form` holds neither byte.
-fn detect_in(form: &[u8], offset: usize, brace_or_star: bool, hits: &mut Vec<Hit>) -> bool {
+/// paranoia-1 injection. `prescan` is `form`'s, when known.
+fn detect_in(form: &[u8], offset: usize, prescan: Option<Prescan>, hits: &mut Vec<Hit>) -> bool {
     let mut state = SqliState::new(form, SqliFlags::FLAG_NONE);
-    let found = if brace_or_star {
-        state.detect()
-    } else {
-        state.detect_without_brace_or_star()
-    };
-    if !found {
+    if !state.detect_prescanned(prescan.unwrap_or_else(|| Prescan::of(form))) {
         return false;
     }
     let fingerprint = fingerprint_text(&state.fingerprint);
@@ -605,11 +608,10 @@ mod tests {
             let early = SqliState::new(line, SqliFlags::FLAG_NONE).detect();
             let whole = SqliState::new(line, SqliFlags::FLAG_NONE).detect_exhaustively();
             assert_eq!(early, whole, "{}", String::from_utf8_lossy(line));
-            if !line.iter().any(|&byte| byte == b'{' || byte == b'*') {
-                let told =
-                    SqliState::new(line, SqliFlags::FLAG_NONE).detect_without_brace_or_star();
-                assert_eq!(told, whole, "{}", String::from_utf8_lossy(line));
-            }
+            // As the engine asks it, from the value's byte set.
+            let told = SqliState::new(line, SqliFlags::FLAG_NONE)
+                .detect_prescanned(prescan(&Form::new(line)));
+            assert_eq!(told, whole, "{}", String::from_utf8_lossy(line));
             detected += usize::from(whole);
         }
         assert!(detected > 15_000, "{detected} lines detected");

@@ -182,6 +182,34 @@ fn may_stop_unlisted(input: &[u8]) -> bool {
         && !memchr::memchr_iter(b'/', input).any(|at| input.get(at + 1) == Some(&b'*'))
 }
 
+/// Portcullis: what `detect` asks of the whole input before it tokenizes: whether it may hold
+/// `{` or `/*` (then the folding never stops early), and whether it holds a single and a double
+/// quote (then it is also read as if inside a quoted string of each kind). `Prescan::of`
+/// searches the input; a caller that keeps the input's byte set answers without searching,
+/// which on a short value costs less than the searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prescan {
+    /// May be true of an input without them (the folding only stops less often); false only
+    /// when the input holds neither a `{` nor a `/*`.
+    pub brace_or_comment: bool,
+    /// Exactly whether the input holds a `'`.
+    pub single_quote: bool,
+    /// Exactly whether the input holds a `"`.
+    pub double_quote: bool,
+}
+
+impl Prescan {
+    pub fn of(input: &[u8]) -> Self {
+        Prescan {
+            brace_or_comment: !may_stop_unlisted(input),
+            // `memchr`, whose vector search is several times faster than the byte-by-byte
+            // `contains`.
+            single_quote: memchr::memchr(b'\'', input).is_some(),
+            double_quote: memchr::memchr(b'"', input).is_some(),
+        }
+    }
+}
+
 impl<'a> SqliState<'a> {
     pub fn new(input: &'a [u8], flags: SqliFlags) -> Self {
         // Match C behavior: if flags == 0, set to FLAG_QUOTE_NONE | FLAG_SQL_ANSI
@@ -248,27 +276,33 @@ impl<'a> SqliState<'a> {
     /// soon as the fingerprint can no longer be a listed one (`first_tokens_rule_out_listed`).
     /// `detect_exhaustively` folds every fingerprint to its end, as C libinjection does.
     pub fn detect(&mut self) -> bool {
-        self.stop_unlisted = may_stop_unlisted(self.input);
-        self.detect_in_contexts()
+        self.detect_prescanned(Prescan::of(self.input))
     }
 
-    /// Portcullis: `detect` for a caller that knows the input holds no `{` and no `*` (a byte
-    /// set it keeps says so): the folding may stop early without `may_stop_unlisted`'s
-    /// searches, which cost more than the rest of `detect` on a short value.
-    pub fn detect_without_brace_or_star(&mut self) -> bool {
-        debug_assert!(!self.input.iter().any(|&byte| byte == b'{' || byte == b'*'));
-        self.stop_unlisted = true;
-        self.detect_in_contexts()
+    /// Portcullis: `detect` with what it asks of the input answered by the caller (see
+    /// `Prescan`); a wrong answer changes the verdict.
+    pub fn detect_prescanned(&mut self, prescan: Prescan) -> bool {
+        debug_assert!(
+            prescan.brace_or_comment || may_stop_unlisted(self.input),
+            "{prescan:?}"
+        );
+        debug_assert!(
+            Prescan { brace_or_comment: prescan.brace_or_comment, ..Prescan::of(self.input) }
+                == prescan,
+            "{prescan:?}"
+        );
+        self.stop_unlisted = !prescan.brace_or_comment;
+        self.detect_in_contexts(prescan)
     }
 
     /// `detect` without stopping early: the same verdict, and for a benign input the last
     /// context's whole fingerprint and tokens.
     pub fn detect_exhaustively(&mut self) -> bool {
         self.stop_unlisted = false;
-        self.detect_in_contexts()
+        self.detect_in_contexts(Prescan::of(self.input))
     }
 
-    fn detect_in_contexts(&mut self) -> bool {
+    fn detect_in_contexts(&mut self, prescan: Prescan) -> bool {
         // no input? not SQLi
         if self.input.is_empty() {
             return false;
@@ -293,9 +327,7 @@ impl<'a> SqliState<'a> {
         }
         
         // If input has a single quote, test as if input was actually preceded by '
-        // Portcullis: `memchr`, whose vector search is several times faster than the
-        // byte-by-byte `contains`.
-        if memchr::memchr(b'\'', self.input).is_some() {
+        if prescan.single_quote {
             self.reset(SqliFlags::new(SqliFlags::FLAG_QUOTE_SINGLE.0 | SqliFlags::FLAG_SQL_ANSI.0));
             let fingerprint = self.fingerprint();
             if self.check_is_sqli(&fingerprint) {
@@ -313,7 +345,7 @@ impl<'a> SqliState<'a> {
         
         // If input has a double quote, test as if input was actually preceded by "
         // C only uses MySQL mode for double quotes (libinjection_sqli.c:2303-2304)
-        if memchr::memchr(b'"', self.input).is_some() {
+        if prescan.double_quote {
             self.reset(SqliFlags::new(SqliFlags::FLAG_QUOTE_DOUBLE.0 | SqliFlags::FLAG_SQL_MYSQL.0));
             let fingerprint = self.fingerprint();
             if self.check_is_sqli(&fingerprint) {
