@@ -283,50 +283,68 @@ pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
     }
 }
 
-/// Words of which every alternative of `POWERSHELL_PATTERN` holds one, in some case. The
-/// pattern is case-insensitive, so the regex crate derives no literal prefilter from it and
-/// would run its DFA over every value with a `-`; one Aho-Corasick pass over these words is
-/// cheaper. `every_powershell_alternative_holds_a_prefilter_word` keeps the two in step.
-const POWERSHELL_WORDS: [&str; 8] = [
-    "powershell",
-    "pwsh",
-    "invoke-",
-    "iex",
-    "new-object",
-    ".download",
-    "start-process",
-    "set-mppreference",
+/// A word that each alternative of `POWERSHELL_PATTERN` holds, in some case, with the bytes
+/// the alternative needs besides: one of each set. `powershell` and `pwsh` need a space and a
+/// `-` (a switch after them), `iex` one of `(`, a quote or `$` after it, `new-object` a space,
+/// `.download` a `(`. The pattern is case-insensitive, so the regex crate derives no literal
+/// prefilter from it; `every_powershell_alternative_holds_a_prefilter_word` and
+/// `the_powershell_gate_passes_every_narrowest_match` keep the two in step.
+const POWERSHELL_WORDS: [PowershellWord; 8] = [
+    PowershellWord::new("powershell", &[DASH, PATTERN_SPACE]),
+    PowershellWord::new("pwsh", &[DASH, PATTERN_SPACE]),
+    PowershellWord::new("invoke-", &[]),
+    PowershellWord::new("iex", &[ByteSet::of(b"(\"'$")]),
+    PowershellWord::new("new-object", &[PATTERN_SPACE]),
+    PowershellWord::new(".download", &[ByteSet::of(b"(")]),
+    PowershellWord::new("start-process", &[]),
+    PowershellWord::new("set-mppreference", &[]),
 ];
 
-static POWERSHELL_PREFILTER: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyLock::new(|| {
-    aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(POWERSHELL_WORDS)
-        .ok()
-});
+struct PowershellWord {
+    /// In small letters.
+    word: &'static str,
+    /// The bytes of `word`.
+    bytes: ByteSet,
+    /// Sets of which a value must hold a byte each.
+    needs: &'static [ByteSet],
+}
 
-/// Whether `form` may match `POWERSHELL_PATTERN`. Five of its seven alternatives need a `-`
-/// (before a switch, or in a cmdlet name); a value with one is searched for all of
-/// `POWERSHELL_WORDS`, if it holds every byte of one of them (a SKU or a date does not).
-/// Without one, only `iex` before a quote, `$` or `(`, and `.DownloadString(` remain, and two
-/// searches for their words, behind the bytes they need, cost less than the automaton
-/// (`every_powershell_alternative_holds_a_prefilter_word` checks that the other five hold a
-/// `-`).
-fn may_hold_powershell(form: &Form<'_>) -> bool {
-    if form.holds(b'-') {
-        return POWERSHELL_WORDS
-            .iter()
-            .any(|word| form.holds_each_ignoring_ascii_case(word.as_bytes()))
-            && POWERSHELL_PREFILTER
-                .as_ref()
-                .is_none_or(|prefilter| prefilter.is_match(form.bytes()));
+impl PowershellWord {
+    const fn new(word: &'static str, needs: &'static [ByteSet]) -> Self {
+        PowershellWord {
+            word,
+            bytes: ByteSet::of(word.as_bytes()),
+            needs,
+        }
     }
-    form.holds_any(ByteSet::of(b"\"'$("))
-        && form.holds_any(ByteSet::of(b"xX"))
-        && form.find_ignoring_ascii_case(b"iex").is_some()
-        || form.holds(b'(')
-            && form.holds(b'.')
-            && form.find_ignoring_ascii_case(b"download").is_some()
+}
+
+const DASH: ByteSet = ByteSet::of(b"-");
+
+/// Bytes of which each of `POWERSHELL_WORDS` holds one, in some case, or its alternative needs
+/// one (`pwsh` a `-`).
+const POWERSHELL_WORD_BYTES: ByteSet = ByteSet::of(b"-.xX");
+
+/// What the pattern's `\s` matches (ASCII, as patterns are compiled).
+const PATTERN_SPACE: ByteSet = ByteSet::of(b" \t\n\x0b\x0c\r");
+
+/// Whether `form` may match `POWERSHELL_PATTERN`: it is searched for each of
+/// `POWERSHELL_WORDS` whose bytes, and the bytes its alternative needs besides, it holds. Most
+/// values hold none's (a URL has no space, a SKU no `p`), and skip every search; each search is
+/// `memchr` for the word's rarest byte. An Aho-Corasick automaton over the eight words walked
+/// every byte of each value with a `-`: a third of this detector's time on a URL, and most of
+/// it on long prose with hyphens.
+fn may_hold_powershell(form: &Form<'_>) -> bool {
+    if !form.holds_any(POWERSHELL_WORD_BYTES) {
+        // Most values, which hold no word's `-`, `.` or `x`: the loop below costs more.
+        return false;
+    }
+    let held = form.present().ascii_lowercased();
+    POWERSHELL_WORDS.iter().any(|candidate| {
+        candidate.bytes.is_subset(held)
+            && candidate.needs.iter().all(|&one_of| form.holds_any(one_of))
+            && find_ignoring_ascii_case(form.bytes(), candidate.word.as_bytes()).is_some()
+    })
 }
 
 /// A command needs a position: a separator or substitution (`; | & \n \` $(`), an evasion that
@@ -886,16 +904,75 @@ mod tests {
         for alternative in alternatives {
             let literal = alternative.replace('\\', "");
             assert!(
-                POWERSHELL_WORDS.iter().any(|word| literal.contains(word)),
-                "{alternative}"
-            );
-            // `may_hold_powershell` looks for these two alone in a value without a `-`.
-            assert!(
-                literal.contains('-') || literal.contains("iex") || literal.contains(".download"),
+                POWERSHELL_WORDS
+                    .iter()
+                    .any(|candidate| literal.contains(candidate.word)),
                 "{alternative}"
             );
         }
-        assert!(POWERSHELL_PREFILTER.is_some());
+        for candidate in POWERSHELL_WORDS {
+            assert!(
+                candidate.bytes.intersects(POWERSHELL_WORD_BYTES)
+                    || candidate
+                        .needs
+                        .iter()
+                        .any(|one_of| one_of.is_subset(POWERSHELL_WORD_BYTES)),
+                "{}",
+                candidate.word
+            );
+        }
+    }
+
+    /// The narrowest matches of each alternative of `POWERSHELL_PATTERN`, with every kind of
+    /// space, quote and case: each must pass the gate, which fails if a word's list asks for a
+    /// byte its alternative can do without. Values that hold a word but lack a byte its list
+    /// names must not pass, which fails if the list leaves the byte out.
+    #[test]
+    fn the_powershell_gate_passes_every_narrowest_match() {
+        let mut matches = vec![
+            "invoke-expression".to_owned(),
+            "start-process".to_owned(),
+            "set-mppreference".to_owned(),
+            "x.downloadstring(".to_owned(),
+            ".DownloadFile(".to_owned(),
+        ];
+        for space in [" ", "\t", "\n", "\x0b", "\x0c", "\r"] {
+            matches.push(format!("pwsh{space}-e"));
+            matches.push(format!("POWERSHELL.EXE{space}-c"));
+            matches.push(format!("new-object{space}net.webclient"));
+            matches.push(format!(".downloaddata{space}("));
+            matches.push(format!("iex{space}("));
+        }
+        for after in ["(", "\"", "'", "$"] {
+            matches.push(format!("IEX{after}"));
+        }
+        for found in &matches {
+            assert!(
+                POWERSHELL_PATTERN
+                    .as_ref()
+                    .is_some_and(|regex| regex.is_match(found.as_bytes())),
+                "{found:?} does not match"
+            );
+            assert!(
+                may_hold_powershell(&Form::new(found.as_bytes())),
+                "{found:?}"
+            );
+        }
+        // What the gate turns away, for the reasons in `POWERSHELL_WORDS`.
+        for passed_by in [
+            "pwsh-e",
+            "pwsh e",
+            "powershell-e",
+            "powershell e",
+            "iex x",
+            "new-object",
+            "x.downloadstring",
+        ] {
+            assert!(
+                !may_hold_powershell(&Form::new(passed_by.as_bytes())),
+                "{passed_by}"
+            );
+        }
     }
 
     #[test]

@@ -165,6 +165,19 @@ impl ByteSet {
         self.0.iter().zip(other.0).any(|(a, b)| a & b != 0)
     }
 
+    /// The set with each ASCII capital letter replaced by its small letter.
+    pub const fn ascii_lowercased(self) -> Self {
+        /// `A`-`Z` in the second word; their small letters sit 32 bits higher.
+        const CAPITALS: u64 = 0x07FF_FFFE;
+        let [low, high, upper_low, upper_high] = self.0;
+        ByteSet([
+            low,
+            (high & !CAPITALS) | ((high & CAPITALS) << 32),
+            upper_low,
+            upper_high,
+        ])
+    }
+
     /// Whether every byte of this set is in `other`.
     pub fn is_subset(&self, other: ByteSet) -> bool {
         self.0.iter().zip(other.0).all(|(a, b)| a & !b == 0)
@@ -272,13 +285,19 @@ pub(crate) fn text_of(bytes: &[u8]) -> Cow<'_, str> {
 /// on every value, and comparing a window at every position cost more than the rest of their
 /// checks, as did stopping at every `i` of a sentence to look for `iex`.
 pub(crate) fn find_ignoring_ascii_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let Some((offset, &rare)) = needle
-        .iter()
-        .enumerate()
-        .min_by_key(|&(_, &byte)| ENGLISH_FREQUENCY[usize::from(byte)])
-    else {
+    if needle.is_empty() {
         return Some(0);
-    };
+    }
+    // The first of the rarest bytes, as `min_by_key` would pick it; its fold kept the running
+    // minimum on the stack, and each step's loads waited on the step before's stores.
+    let (mut offset, mut rarity) = (0, u8::MAX);
+    for (index, &byte) in needle.iter().enumerate() {
+        let rank = ENGLISH_FREQUENCY[usize::from(byte)];
+        if rank < rarity {
+            (offset, rarity) = (index, rank);
+        }
+    }
+    let rare = needle[offset];
     let after_offset = haystack.get(offset..)?;
     // A `rare` at `offset + start` puts the needle's candidate at `start`: in increasing order,
     // so the first that compares equal is the leftmost match.
@@ -483,6 +502,21 @@ mod tests {
                 );
             });
         }
+    }
+
+    #[test]
+    fn lowercasing_a_set_lowercases_each_byte() {
+        for byte in 0..=u8::MAX {
+            assert_eq!(
+                ByteSet::of(&[byte]).ascii_lowercased(),
+                ByteSet::of(&[byte.to_ascii_lowercase()]),
+                "{byte:#x}"
+            );
+        }
+        assert_eq!(
+            ByteSet::of(b"aZ\xC9").ascii_lowercased(),
+            ByteSet::of(b"az\xC9")
+        );
     }
 
     #[test]
