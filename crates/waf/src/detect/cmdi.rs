@@ -13,6 +13,7 @@
 //! Hand-written because shell grammars are not regular and no crate lexes sh, cmd and
 //! PowerShell leniently enough for hostile fragments; the lexer is one pass and fuzzed.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
@@ -272,7 +273,7 @@ pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
         ));
         return;
     }
-    if !may_hold_command(form) {
+    if !may_hold_command(form) || !may_name_positioned_command(form) {
         return;
     }
     let unmarked = markdown_code_as_text(bytes);
@@ -365,6 +366,50 @@ fn may_hold_command(form: &Form<'_>) -> bool {
                     || rest.starts_with(b"/sbin/")
                     || rest.starts_with(b"/usr/")
             }))
+}
+
+/// Bytes whose undoing rewrites a value's words beyond removing quotes: variables and slices
+/// (`$IFS`, `%COMSPEC%`, `$@`), braces, escapes, and backticks (Markdown code).
+const REWRITING_BYTES: ByteSet = ByteSet::of(b"{}$%\\^`");
+
+/// Whether `find_command` may find a command in `form` once normalized; false only when it
+/// would not. The answer comes without normalizing, for a value without `REWRITING_BYTES`
+/// (prose with a `;` or `&` and quotes): its normalization only lowercases and removes quote
+/// pairs, which keeps every boundary between tokens, so the value's own tokens are the
+/// normalized ones, each word with some of its quotes removed. Command names hold no quotes,
+/// so a word that names a command with some of its quotes removed names it with all of them
+/// removed: each word in command position, or that may be an absolute path, is looked up that
+/// way. A word of quotes alone may vanish and put the next word in command position: then the
+/// answer is yes.
+fn may_name_positioned_command(form: &Form<'_>) -> bool {
+    if form.holds_any(REWRITING_BYTES) {
+        return true;
+    }
+    let text = form.text();
+    let mut previous = None;
+    for token in (Lexer { text: &text, at: 0 }) {
+        if let Token::Word(word) = token {
+            let in_position = matches!(previous, Some(Token::Separator | Token::Substitution));
+            let plain = !word
+                .bytes()
+                .any(|byte| matches!(byte, b'\'' | b'"') || byte.is_ascii_uppercase());
+            let unquoted: Cow<'_, str> = if plain {
+                Cow::Borrowed(word)
+            } else {
+                word.chars()
+                    .filter(|&ch| !matches!(ch, '\'' | '"'))
+                    .map(|ch| ch.to_ascii_lowercase())
+                    .collect::<String>()
+                    .into()
+            };
+            let absolute = unquoted.starts_with('/') && unquoted[1..].contains('/');
+            if unquoted.is_empty() || (in_position || absolute) && is_command(&unquoted) {
+                return true;
+            }
+        }
+        previous = Some(token);
+    }
+    false
 }
 
 /// Markdown code is text about commands, not a command: a fence (```` ```sh ````) and an inline
@@ -566,59 +611,72 @@ enum Token<'a> {
 const WORD_ENDS: ByteSet = ByteSet::of(b" \t\r\n;|&`<>()$");
 
 fn lex(text: &str) -> Vec<Token<'_>> {
-    let bytes = text.as_bytes();
     // A token takes at least one byte and most take several: this is one allocation.
-    let mut tokens = Vec::with_capacity(bytes.len() / 2 + 1);
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b' ' | b'\t' | b'\r' | b'(' | b')' => i += 1,
-            b';' | b'|' | b'&' | b'\n' => {
-                tokens.push(Token::Separator);
-                i += 1;
-                while i < bytes.len() && matches!(bytes[i], b'|' | b'&') {
-                    i += 1;
-                }
-            }
-            b'`' => {
-                tokens.push(Token::Substitution);
-                i += 1;
-            }
-            b'$' if bytes.get(i + 1) == Some(&b'(') => {
-                tokens.push(Token::Substitution);
-                i += 2;
-            }
-            b'<' | b'>' if bytes.get(i + 1) == Some(&b'(') => {
-                tokens.push(Token::Substitution);
-                i += 2;
-            }
-            b'<' | b'>' => {
-                tokens.push(Token::Redirect);
-                i += 1;
-                while i < bytes.len() && matches!(bytes[i], b'<' | b'>' | b'&') {
-                    i += 1;
-                }
-            }
-            _ => {
-                let start = i;
-                i += 1;
-                loop {
-                    i += bytes[i..]
-                        .iter()
-                        .position(|&byte| WORD_ENDS.contains(byte))
-                        .unwrap_or(bytes.len() - i);
-                    // A `$` ends a word only before `(`.
-                    if bytes.get(i) == Some(&b'$') && bytes.get(i + 1) != Some(&b'(') {
-                        i += 1;
-                    } else {
-                        break;
-                    }
-                }
-                tokens.push(Token::Word(&text[start..i]));
-            }
-        }
-    }
+    let mut tokens = Vec::with_capacity(text.len() / 2 + 1);
+    tokens.extend(Lexer { text, at: 0 });
     tokens
+}
+
+/// The tokens of a text, one at a time: `lex` collects them, and `may_name_positioned_command`
+/// reads them without a list.
+struct Lexer<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Iterator for Lexer<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        let bytes = self.text.as_bytes();
+        let mut i = self.at;
+        let token = loop {
+            match *bytes.get(i)? {
+                b' ' | b'\t' | b'\r' | b'(' | b')' => i += 1,
+                b';' | b'|' | b'&' | b'\n' => {
+                    i += 1;
+                    while i < bytes.len() && matches!(bytes[i], b'|' | b'&') {
+                        i += 1;
+                    }
+                    break Token::Separator;
+                }
+                b'`' => {
+                    i += 1;
+                    break Token::Substitution;
+                }
+                b'$' | b'<' | b'>' if bytes.get(i + 1) == Some(&b'(') => {
+                    i += 2;
+                    break Token::Substitution;
+                }
+                b'<' | b'>' => {
+                    i += 1;
+                    while i < bytes.len() && matches!(bytes[i], b'<' | b'>' | b'&') {
+                        i += 1;
+                    }
+                    break Token::Redirect;
+                }
+                _ => {
+                    let start = i;
+                    i += 1;
+                    loop {
+                        i += bytes[i..]
+                            .iter()
+                            .position(|&byte| WORD_ENDS.contains(byte))
+                            .unwrap_or(bytes.len() - i);
+                        // A `$` ends a word only before `(`.
+                        if bytes.get(i) == Some(&b'$') && bytes.get(i + 1) != Some(&b'(') {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    break Token::Word(&self.text[start..i]);
+                }
+            }
+        };
+        self.at = i;
+        Some(token)
+    }
 }
 
 /// The command a word names: `/usr/bin/cat` and `C:\Windows\System32\cmd.exe` name `cat` and
@@ -844,6 +902,65 @@ mod tests {
             }
         }
         tokens
+    }
+
+    /// Whatever `may_name_positioned_command` turns away, the whole pipeline finds nothing in:
+    /// every sequence of up to five pieces of commands, paths, quotes, separators and prose.
+    #[test]
+    fn values_turned_away_before_normalizing_hold_no_command() {
+        let pieces = [
+            "id", "LS", "cat", "the", " ", ";", "&&", "\n", "'", "\"", "/bin/", "-la",
+        ];
+        let (mut turned_away, mut found) = (0, 0);
+        let mut value = String::new();
+        let mut indexes = [0usize; 5];
+        for count in 1..=indexes.len() {
+            for mut number in 0..pieces.len().pow(count as u32) {
+                value.clear();
+                for index in indexes.iter_mut().take(count) {
+                    *index = number % pieces.len();
+                    number /= pieces.len();
+                    value.push_str(pieces[*index]);
+                }
+                let form = Form::new(value.as_bytes());
+                let normalized = normalize(value.as_bytes());
+                let command = find_command(
+                    &lex(&normalized.text),
+                    value.as_bytes(),
+                    normalized.spacing_evaded,
+                );
+                found += usize::from(command.is_some());
+                if !may_name_positioned_command(&form) {
+                    turned_away += 1;
+                    assert_eq!(command, None, "{value:?}");
+                }
+            }
+        }
+        assert!(
+            turned_away > 100_000 && found > 10_000,
+            "{turned_away} {found}"
+        );
+        // A shape per rewriting byte whose undoing puts a command in position (a backtick needs
+        // none: the lexer reads it as a substitution either way).
+        for shape in [
+            "{id,-la",
+            ";}id",
+            "x$IFS/bin/id",
+            "x;%comspec%",
+            ";i\\d",
+            ";w^hoami",
+        ] {
+            let normalized = normalize(shape.as_bytes());
+            let tokens = lex(&normalized.text);
+            assert!(
+                find_command(&tokens, shape.as_bytes(), normalized.spacing_evaded).is_some(),
+                "{shape}"
+            );
+            assert!(
+                may_name_positioned_command(&Form::new(shape.as_bytes())),
+                "{shape}"
+            );
+        }
     }
 
     #[test]
