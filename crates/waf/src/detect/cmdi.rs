@@ -386,8 +386,29 @@ fn may_name_positioned_command(form: &Form<'_>) -> bool {
         return true;
     }
     let text = form.text();
+    if form.holds(b'/') {
+        // Any word may be an absolute path: read them all.
+        return names_positioned_command(Lexer { text: &text, at: 0 });
+    }
+    // Otherwise only the word after a separator or substitution may be in position, and a word
+    // of quotes alone matters only there: read the two tokens from each byte that starts one.
+    // A byte inside a longer operator (`||`, `>&`) starts the same token or a needless read.
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(at, &byte)| {
+        let starts_position = match byte {
+            b';' | b'|' | b'&' | b'\n' => true,
+            b'<' | b'>' => bytes.get(at + 1) == Some(&b'('),
+            _ => false,
+        };
+        starts_position && names_positioned_command(Lexer { text: &text, at }.take(2))
+    })
+}
+
+/// Whether a word among `tokens` in command position, or that may be an absolute path, names a
+/// command once its quotes are removed, or is made of quotes alone.
+fn names_positioned_command<'a>(tokens: impl Iterator<Item = Token<'a>>) -> bool {
     let mut previous = None;
-    for token in (Lexer { text: &text, at: 0 }) {
+    for token in tokens {
         if let Token::Word(word) = token {
             let in_position = matches!(previous, Some(Token::Separator | Token::Substitution));
             let plain = !word
@@ -909,7 +930,7 @@ mod tests {
     #[test]
     fn values_turned_away_before_normalizing_hold_no_command() {
         let pieces = [
-            "id", "LS", "cat", "the", " ", ";", "&&", "\n", "'", "\"", "/bin/", "-la",
+            "id", "LS", ">(", "the", " ", ";", "&&", "\n", "'", "\"", "/bin/", "-la",
         ];
         let (mut turned_away, mut found) = (0, 0);
         let mut value = String::new();
