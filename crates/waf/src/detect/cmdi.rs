@@ -20,7 +20,8 @@ use std::sync::LazyLock;
 use regex::bytes::Regex;
 
 use super::{
-    ByteSet, Detector, Form, Hit, Rule, Severity, find_ignoring_ascii_case, pattern, text_of,
+    ByteSet, Detector, Form, Hit, PATTERN_SPACE, Rule, Severity, find_ignoring_ascii_case, pattern,
+    text_of,
 };
 
 pub static COMMAND: Rule = Rule {
@@ -326,9 +327,6 @@ const DASH: ByteSet = ByteSet::of(b"-");
 /// one (`pwsh` a `-`).
 const POWERSHELL_WORD_BYTES: ByteSet = ByteSet::of(b"-.xX");
 
-/// What the pattern's `\s` matches (ASCII, as patterns are compiled).
-const PATTERN_SPACE: ByteSet = ByteSet::of(b" \t\n\x0b\x0c\r");
-
 /// Whether `form` may match `POWERSHELL_PATTERN`: it is searched for each of
 /// `POWERSHELL_WORDS` whose bytes, and the bytes its alternative needs besides, it holds. Most
 /// values hold none's (a URL has no space, a SKU no `p`), and skip every search; each search is
@@ -546,17 +544,13 @@ fn normalize(form: &[u8]) -> Normalized {
 /// text, and turns braces into spaces (`{cat,/etc/passwd}`); also says whether a brace held a
 /// comma (a brace expansion).
 fn undo_quoting(lowered: &str) -> (String, bool) {
-    // Every byte the loop acts on is ASCII, so it walks bytes: a multi-byte character's bytes
-    // are never letters, quotes or escapes, and pass through whole. Runs of other bytes, most of
-    // a value, are copied whole: they only set whether the last byte was a word's.
+    // Every byte `Unquoting::step` acts on is ASCII, so the loop walks bytes: a multi-byte
+    // character's bytes are never letters, quotes or escapes, and pass through whole. Runs of
+    // other bytes, most of a value, are copied whole: they only set whether the last byte was a
+    // word's.
     let bytes = lowered.as_bytes();
-    let mut spacing_evaded = false;
     let mut out = String::with_capacity(bytes.len());
-    let mut previous_is_word = false;
-    let mut in_brace = false;
-    // A quote pair inside one word (`c''at`, `c'a't`, `"c"at`) is removed by the shell; a lone
-    // apostrophe (`I'd`) is prose and stays.
-    let mut open_quote: Option<u8> = None;
+    let mut state = Unquoting::default();
     let mut index = 0;
     while index < bytes.len() {
         let run = bytes[index..]
@@ -566,56 +560,79 @@ fn undo_quoting(lowered: &str) -> (String, bool) {
         if run > 0 {
             // Both ends of the run are ASCII or the ends of the text: character boundaries.
             out.push_str(&lowered[index..index + run]);
-            previous_is_word = bytes[index + run - 1].is_ascii_alphanumeric();
+            state.previous_is_word = bytes[index + run - 1].is_ascii_alphanumeric();
             index += run;
             if index == bytes.len() {
                 break;
             }
         }
-        let byte = bytes[index];
+        // Every byte that stops a run is ASCII.
+        if let Some(kept) = state.step(lowered, index) {
+            out.push(char::from(kept));
+        }
         index += 1;
-        let next = bytes.get(index).copied();
+    }
+    (out, state.spacing_evaded)
+}
+
+/// What `undo_quoting` knows of the text before a byte.
+#[derive(Debug, Default)]
+struct Unquoting {
+    previous_is_word: bool,
+    in_brace: bool,
+    /// A quote pair inside one word (`c''at`, `c'a't`, `"c"at`) is removed by the shell; a lone
+    /// apostrophe (`I'd`) is prose and stays.
+    open_quote: Option<u8>,
+    /// Whether a comma stood inside braces.
+    spacing_evaded: bool,
+}
+
+impl Unquoting {
+    /// What the byte at `at` in `lowered` becomes: nothing (a quote or escape the shell
+    /// removes), a space (a brace, or a comma inside braces) or itself.
+    fn step(&mut self, lowered: &str, at: usize) -> Option<u8> {
+        let bytes = lowered.as_bytes();
+        let byte = bytes[at];
+        let next = bytes.get(at + 1).copied();
         // Asked only of quotes and escapes: most bytes are neither.
         let next_is_word = || next.is_some_and(|next| next.is_ascii_alphanumeric());
         let separator = match byte {
-            b'\'' | b'"' if open_quote == Some(byte) => {
-                open_quote = None;
-                continue;
+            b'\'' | b'"' if self.open_quote == Some(byte) => {
+                self.open_quote = None;
+                return None;
             }
             b'\'' | b'"'
-                if open_quote.is_none()
-                    && (previous_is_word || next_is_word() || next == Some(byte))
-                    && lowered[index..]
+                if self.open_quote.is_none()
+                    && (self.previous_is_word || next_is_word() || next == Some(byte))
+                    && lowered[at + 1..]
                         .chars()
                         .take_while(|other| !other.is_whitespace())
                         .any(|other| other == char::from(byte)) =>
             {
-                open_quote = Some(byte);
-                continue;
+                self.open_quote = Some(byte);
+                return None;
             }
             // A backslash before a letter is that letter to sh; a caret is an escape to cmd.
-            b'\\' | b'^' if previous_is_word && next_is_word() => continue,
-            b'\\' if next_is_word() && !matches!(next, Some(b'n' | b'r' | b't')) => continue,
+            b'\\' | b'^' if self.previous_is_word && next_is_word() => return None,
+            b'\\' if next_is_word() && !matches!(next, Some(b'n' | b'r' | b't')) => return None,
             // Brace expansion `{cat,/etc/passwd}` is `cat /etc/passwd`.
             b'{' => {
-                in_brace = true;
+                self.in_brace = true;
                 true
             }
             b'}' => {
-                in_brace = false;
+                self.in_brace = false;
                 true
             }
-            b',' if in_brace => {
-                spacing_evaded = true;
+            b',' if self.in_brace => {
+                self.spacing_evaded = true;
                 true
             }
             _ => false,
         };
-        // Every byte that stops a run is ASCII and none is a letter or digit.
-        out.push(if separator { ' ' } else { char::from(byte) });
-        previous_is_word = false;
+        self.previous_is_word = !separator && byte.is_ascii_alphanumeric();
+        Some(if separator { b' ' } else { byte })
     }
-    (out, spacing_evaded)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -812,59 +829,16 @@ mod tests {
         super::super::rule_ids_of(detect, input)
     }
 
-    /// `undo_quoting` as it was written first, a byte at a time: the run-copying version must
-    /// give the same text.
+    /// `undo_quoting` stepping through every byte: copying runs whole must give the same text.
     fn undo_quoting_by_byte(lowered: &str) -> (String, bool) {
-        let bytes = lowered.as_bytes();
-        let mut spacing_evaded = false;
-        let mut out = Vec::new();
-        let mut previous_is_word = false;
-        let mut in_brace = false;
-        let mut open_quote: Option<u8> = None;
-        for (index, &byte) in bytes.iter().enumerate() {
-            let next = bytes.get(index + 1).copied();
-            let next_is_word = || next.is_some_and(|next| next.is_ascii_alphanumeric());
-            let separator = match byte {
-                b'\'' | b'"' if open_quote == Some(byte) => {
-                    open_quote = None;
-                    continue;
-                }
-                b'\'' | b'"'
-                    if open_quote.is_none()
-                        && (previous_is_word || next_is_word() || next == Some(byte))
-                        && lowered[index + 1..]
-                            .chars()
-                            .take_while(|other| !other.is_whitespace())
-                            .any(|other| other == char::from(byte)) =>
-                {
-                    open_quote = Some(byte);
-                    continue;
-                }
-                b'\\' | b'^' if previous_is_word && next_is_word() => continue,
-                b'\\' if next_is_word() && !matches!(next, Some(b'n' | b'r' | b't')) => continue,
-                b'{' => {
-                    in_brace = true;
-                    true
-                }
-                b'}' => {
-                    in_brace = false;
-                    true
-                }
-                b',' if in_brace => {
-                    spacing_evaded = true;
-                    true
-                }
-                _ => false,
-            };
-            if separator {
-                out.push(b' ');
-                previous_is_word = false;
-            } else {
-                previous_is_word = byte.is_ascii_alphanumeric();
-                out.push(byte);
-            }
-        }
-        (String::from_utf8_lossy(&out).into_owned(), spacing_evaded)
+        let mut state = Unquoting::default();
+        let out: Vec<u8> = (0..lowered.len())
+            .filter_map(|at| state.step(lowered, at))
+            .collect();
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            state.spacing_evaded,
+        )
     }
 
     /// `lex` as it was written first, a byte at a time.

@@ -263,7 +263,7 @@ impl<'a> Form<'a> {
 
     /// Whether the form holds each byte of `needle`, in either ASCII case: what it must hold to
     /// contain `needle` ignoring case.
-    pub(crate) fn holds_each_ignoring_ascii_case(&self, needle: &[u8]) -> bool {
+    fn holds_each_ignoring_ascii_case(&self, needle: &[u8]) -> bool {
         needle.iter().all(|&byte| {
             self.holds(byte.to_ascii_lowercase()) || self.holds(byte.to_ascii_uppercase())
         })
@@ -329,10 +329,13 @@ static ENGLISH_FREQUENCY: [u8; 256] = {
     ranks
 };
 
-/// Whether `byte` is one a pattern's `\s` matches: ASCII whitespace with the vertical tab (which
+/// The bytes a pattern's `\s` matches: ASCII whitespace with the vertical tab (which
 /// `u8::is_ascii_whitespace` leaves out), since patterns are compiled without Unicode.
+pub(crate) const PATTERN_SPACE: ByteSet = ByteSet::of(b" \t\n\x0b\x0c\r");
+
+/// Whether `byte` is one a pattern's `\s` matches (`PATTERN_SPACE`).
 pub(crate) fn is_pattern_space(byte: &u8) -> bool {
-    matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+    PATTERN_SPACE.contains(*byte)
 }
 
 /// Compiles a pattern for byte haystacks with ASCII classes and word boundaries. Every pattern
