@@ -243,6 +243,10 @@ impl Engine {
         let before_forms = hits.len();
         let mut clean = hits.is_empty();
         for (form_name, scanned) in decoded.forms() {
+            if !detect::may_hit(&scanned) {
+                // A word alone, like most JSON keys and argument names.
+                continue;
+            }
             let start = hits.len();
             let form = scanned.bytes();
             detect::sqli::detect(&scanned, &mut hits);

@@ -8,7 +8,7 @@
 //! attacker could hide a payload in the one a `Value` would drop).
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -25,7 +25,8 @@ pub(super) fn parse<'a>(
         return Ok(());
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let mut path = String::new();
+    // Most paths fit, and each growth would copy the path.
+    let mut path = String::with_capacity(64);
     Walker {
         path: &mut path,
         leaves,
@@ -100,7 +101,7 @@ impl<'de> Visitor<'de> for Walker<'_, 'de> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
         for index in 0usize.. {
             let len = self.path.len();
-            let _ = write!(self.path, "[{index}]");
+            push_index(self.path, index);
             let item = Walker {
                 path: &mut *self.path,
                 leaves: &mut *self.leaves,
@@ -172,6 +173,25 @@ fn cow_bytes(text: Cow<'_, str>) -> Cow<'_, [u8]> {
     }
 }
 
+/// Appends `[index]` to `path`. `write!` through `fmt` cost more than the rest of a short
+/// array's walk.
+fn push_index(path: &mut String, index: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    let mut rest = index;
+    loop {
+        start -= 1;
+        digits[start] = b"0123456789"[rest % 10];
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    path.push('[');
+    path.extend(digits[start..].iter().map(|&digit| char::from(digit)));
+    path.push(']');
+}
+
 fn leaf<'a>(part: Part, path: &str, value: Cow<'a, [u8]>) -> Field<'a> {
     Field {
         location: Location::Body,
@@ -240,6 +260,15 @@ mod tests {
                 (Part::Name, "ok".to_owned(), "ok".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn an_index_is_written_as_format_writes_it() {
+        for index in [0, 1, 9, 10, 99, 100, 12_345, usize::MAX] {
+            let mut path = "items".to_owned();
+            push_index(&mut path, index);
+            assert_eq!(path, format!("items[{index}]"));
+        }
     }
 
     #[test]

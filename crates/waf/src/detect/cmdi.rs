@@ -60,7 +60,7 @@ pub static RULES: &[&Rule] = &[&COMMAND, &EVADED_COMMAND, &POWERSHELL, &BARE_COM
 
 /// Commands that attackers run through injections, from CRS's unix-shell and windows-commands
 /// lists, trimmed to those whose names are not also common English words.
-const COMMANDS: &[&str] = &[
+pub(crate) const COMMANDS: &[&str] = &[
     // POSIX reconnaissance and file reading
     "cat",
     "tac",

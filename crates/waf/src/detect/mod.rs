@@ -329,6 +329,23 @@ static ENGLISH_FREQUENCY: [u8; 256] = {
     ranks
 };
 
+/// Letters, digits and `_`: the bytes of a word.
+pub(crate) const WORD_BYTES: ByteSet = ByteSet::range(b'0', b'9')
+    .union(ByteSet::range(b'A', b'Z'))
+    .union(ByteSet::range(b'a', b'z'))
+    .union(ByteSet::of(b"_"));
+
+/// Whether any detector may report a hit in `form`. A form of word bytes alone (`WORD_BYTES`),
+/// like most JSON keys, argument names, ids and tokens, is never one: SQL can be letters,
+/// digits and spaces alone (`1 union select 2`), but a single bare word or number is never an
+/// injection; markup needs a `<`, a `:` or a `=`, a path a `/`, `\` or `.`, a command a
+/// separator, and the anomaly rules punctuation or a byte outside printable ASCII.
+/// The engine skips every detector for it; `a_word_alone_is_never_a_hit` asks each detector of
+/// thousands of words, SQL, shell and script words among them.
+pub fn may_hit(form: &Form<'_>) -> bool {
+    !form.present().is_subset(WORD_BYTES)
+}
+
 /// The bytes a pattern's `\s` matches: ASCII whitespace with the vertical tab (which
 /// `u8::is_ascii_whitespace` leaves out), since patterns are compiled without Unicode.
 pub(crate) const PATTERN_SPACE: ByteSet = ByteSet::of(b" \t\n\x0b\x0c\r");
@@ -440,6 +457,109 @@ pub fn rule(id: u32) -> Option<&'static Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every detector, on every start state, at every paranoia level (the engine filters by
+    /// level later): the hits each reports in `value` read as one form.
+    fn every_hit(value: &[u8]) -> Vec<u32> {
+        let form = Form::new(value);
+        let mut hits = Vec::new();
+        sqli::detect(&form, &mut hits);
+        xss::detect(&form, false, &mut hits);
+        xss::detect(&form, true, &mut hits);
+        traversal::detect(&form, &mut hits);
+        cmdi::detect(&form, &mut hits);
+        anomaly::detect(&form, &mut hits);
+        protocol::detect_header_injection(value, &mut hits);
+        hits.iter().map(|hit| hit.rule.id).collect()
+    }
+
+    #[test]
+    fn a_word_alone_is_never_a_hit() {
+        let word_bytes: Vec<u8> = (0..=255)
+            .filter(|&byte| WORD_BYTES.contains(byte))
+            .collect();
+        let mut words: Vec<Vec<u8>> = Vec::new();
+        // Every word of one and two bytes.
+        for &first in &word_bytes {
+            words.push(vec![first]);
+            words.extend(word_bytes.iter().map(|&second| vec![first, second]));
+        }
+        // The runs of word bytes in libinjection's attacks and false positives, the shell
+        // commands, the sensitive paths and the words attacks are made of, as they are, in
+        // capitals and glued to a digit.
+        let lines = [libinjection_lines("sqli"), libinjection_lines("xss")].concat();
+        let listed = cmdi::COMMANDS
+            .iter()
+            .chain(traversal::SENSITIVE_PATHS)
+            .chain(&[
+                "alert",
+                "eval",
+                "javascript",
+                "vbscript",
+                "onerror",
+                "onload",
+                "script",
+                "svg",
+                "union",
+                "select",
+                "sleep",
+                "benchmark",
+                "waitfor",
+                "xp_cmdshell",
+                "or",
+                "and",
+                "iex",
+                "pwsh",
+                "powershell",
+                "whoami",
+                "passwd",
+                "win",
+                "ini",
+                "env",
+                "git",
+                "0x41",
+                "1e1",
+                "0b1",
+                "null",
+                "true",
+            ])
+            .map(|word| word.as_bytes().to_vec());
+        for piece in lines.iter().chain(&listed.collect::<Vec<_>>()) {
+            for word in piece.split(|&byte| !WORD_BYTES.contains(byte)) {
+                if word.is_empty() {
+                    continue;
+                }
+                words.push(word.to_vec());
+                words.push(word.to_ascii_uppercase());
+                words.push([word, b"1"].concat());
+            }
+        }
+        assert!(words.len() > 20_000, "{} words", words.len());
+        // Word bytes and a space, or a byte outside ASCII, may be a hit.
+        for witness in [
+            &b"1 union select 2"[..],
+            b"1\tunion\tselect\t2",
+            b"1\nunion\nselect\n2",
+            b"caf\xc3\xa9",
+            b"a\x00b",
+        ] {
+            assert!(may_hit(&Form::new(witness)), "{witness:?}");
+            assert_ne!(every_hit(witness), Vec::<u32>::new(), "{witness:?}");
+        }
+        for word in &words {
+            assert!(
+                !may_hit(&Form::new(word)),
+                "{:?}",
+                String::from_utf8_lossy(word)
+            );
+            assert_eq!(
+                every_hit(word),
+                Vec::<u32>::new(),
+                "{:?}",
+                String::from_utf8_lossy(word)
+            );
+        }
+    }
 
     #[test]
     fn a_byte_set_holds_exactly_its_bytes() {

@@ -21,7 +21,7 @@ use libinjectionrs::{SqliFlags, SqliState};
 use regex::bytes::Regex;
 
 use super::{
-    ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, is_pattern_space, pattern,
+    ByteSet, Detector, Form, Hit, PatternTable, Rule, Severity, is_pattern_space, may_hit, pattern,
 };
 
 pub static LIBINJECTION: Rule = Rule {
@@ -155,7 +155,7 @@ const QUOTES: ByteSet = ByteSet::of(b"'\"`");
 
 /// Reports SQL injection in one decoded form.
 pub fn detect(form: &Form<'_>, hits: &mut Vec<Hit>) {
-    if form.bytes().is_empty() || !may_hold_sql(form) {
+    if form.bytes().is_empty() || !may_hit(form) {
         return;
     }
     if may_hold_quote_lookalike(form)
@@ -399,17 +399,6 @@ fn detect_in(form: &[u8], offset: usize, prescan: Option<Prescan>, hits: &mut Ve
 fn fingerprint_text(raw: &[u8; 8]) -> String {
     let len = raw.iter().position(|&byte| byte == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..len]).into_owned()
-}
-
-/// A value of letters, digits and spaces alone can be SQL (`1 union select 2`), but not
-/// without a space or an operator: a single bare word or number is never an injection. This
-/// skips the tokenizer for most identifiers, ids and tokens in real traffic.
-fn may_hold_sql(form: &Form<'_>) -> bool {
-    const WORD: ByteSet = ByteSet::range(b'0', b'9')
-        .union(ByteSet::range(b'A', b'Z'))
-        .union(ByteSet::range(b'a', b'z'))
-        .union(ByteSet::of(b"_"));
-    !form.present().is_subset(WORD)
 }
 
 /// Whether the whole value reads as natural language that happens to start like SQL (`Left (WA,

@@ -38,7 +38,7 @@ pub static RULES: &[&Rule] = &[&ESCAPES_ROOT, &ALTERNATE_STREAM, &SENSITIVE_FILE
 
 /// Files and directories that reveal credentials or system configuration. Each is matched as
 /// whole trailing segments of the resolved path, case-insensitively (Windows folds case).
-const SENSITIVE_PATHS: &[&str] = &[
+pub(crate) const SENSITIVE_PATHS: &[&str] = &[
     "etc/passwd",
     "etc/shadow",
     "etc/group",
@@ -130,7 +130,8 @@ struct Resolved<'a> {
 /// Resolves `text`; `params` and `streams` say whether it holds a `;` and a `::$DATA` at all,
 /// so that a path without them is not searched for them segment by segment.
 fn resolve(text: &str, params: bool, streams: bool) -> Resolved<'_> {
-    let mut segments: Vec<&str> = Vec::new();
+    // Room for most paths' segments at once: growing from empty took two allocations.
+    let mut segments: Vec<&str> = Vec::with_capacity(8);
     let mut escapes = false;
     for raw in path_segments(text) {
         // Tomcat and Jetty drop `;params` in a segment; NTFS drops trailing dots, spaces
