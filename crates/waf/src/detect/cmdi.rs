@@ -379,26 +379,31 @@ const REWRITING_BYTES: ByteSet = ByteSet::of(b"{}$%\\^`");
 /// removed: each word in command position, or that may be an absolute path, is looked up that
 /// way. A word of quotes alone may vanish and put the next word in command position: then the
 /// answer is yes.
+///
+/// Only the word after a separator or substitution is in position, and a word of quotes alone
+/// matters only there: the two tokens from each byte that starts one are read. A byte inside
+/// a longer operator (`||`, `>&`) starts the same token or a needless read. A word that may be
+/// an absolute path starts with a `/`, after quotes only, at the start of a word: the one token
+/// from there is read. Markup (`</p>`) and URLs hold many `/`, and no other word is read.
 fn may_name_positioned_command(form: &Form<'_>) -> bool {
     if form.holds_any(REWRITING_BYTES) {
         return true;
     }
     let text = form.text();
-    if form.holds(b'/') {
-        // Any word may be an absolute path: read them all.
-        return names_positioned_command(Lexer { text: &text, at: 0 });
-    }
-    // Otherwise only the word after a separator or substitution may be in position, and a word
-    // of quotes alone matters only there: read the two tokens from each byte that starts one.
-    // A byte inside a longer operator (`||`, `>&`) starts the same token or a needless read.
     let bytes = text.as_bytes();
-    bytes.iter().enumerate().any(|(at, &byte)| {
-        let starts_position = match byte {
-            b';' | b'|' | b'&' | b'\n' => true,
-            b'<' | b'>' => bytes.get(at + 1) == Some(&b'('),
-            _ => false,
-        };
-        starts_position && names_positioned_command(Lexer { text: &text, at }.take(2))
+    let reads =
+        |at: usize, tokens: usize| names_positioned_command(Lexer { text: &text, at }.take(tokens));
+    bytes.iter().enumerate().any(|(at, &byte)| match byte {
+        b';' | b'|' | b'&' | b'\n' => reads(at, 2),
+        b'<' | b'>' => bytes.get(at + 1) == Some(&b'(') && reads(at, 2),
+        b'/' => {
+            let start = bytes[..at]
+                .iter()
+                .rposition(|byte| !matches!(byte, b'\'' | b'"'))
+                .map_or(0, |before| before + 1);
+            (start == 0 || WORD_ENDS.contains(bytes[start - 1])) && reads(start, 1)
+        }
+        _ => false,
     })
 }
 
@@ -904,7 +909,8 @@ mod tests {
     #[test]
     fn values_turned_away_before_normalizing_hold_no_command() {
         let pieces = [
-            "id", "LS", ">(", "the", " ", ";", "&&", "\n", "'", "\"", "/bin/", "-la",
+            "id", "LS", ">(", "<(", "the", " ", ";", "&&", "|", "\n", "'", "\"", "/bin/", "-la",
+            "/", "(",
         ];
         let (mut turned_away, mut found) = (0, 0);
         let mut value = String::new();
