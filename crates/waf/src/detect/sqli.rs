@@ -568,6 +568,26 @@ mod tests {
             "#1 union select 1\nfoo bar baz",
             "foo bar baz --x\n1 union select 1",
             "foo bar baz #\n1 union select 1",
+            // An operator first: of symbols it stays first, of letters it may fold away or
+            // merge; a comment before or after it may make the MySQL reparse read code.
+            "< 1 union select 1",
+            "<p>x</p> --x\n1 union select 1",
+            "<p>x</p> #\n1 or 1=1",
+            "# x\n1 or 1=1",
+            "= 1 or 1=1",
+            "* 1 union select 1",
+            "--x\n< 1 union select 1",
+            "< a /* x /* y */",
+            "< a {``.``.id}",
+            "like(1) union select 1",
+            // `LIKE` first, then a backslash the folding drops later: the `(` after it makes
+            // `LIKE` a function, once the folding has moved past the first token.
+            "like \\ (1) or 1=1",
+            "is not null or 1=1",
+            "sounds like 1 or 1=1",
+            "div 1 union select 1",
+            "not in (1) union select 1",
+            "not like (1) or 1=1",
         ] {
             lines.push(shape.as_bytes().to_vec());
         }
@@ -575,7 +595,7 @@ mod tests {
         let words: Vec<&str> = concat!(
             "foo bar user password database current_user natural join cross similar to union ",
             "select all from where or and not like in boolean mode 1 0x1 ( ) , . ; ' \" ` = + - ",
-            "* @a :: : < > || && N'a' { \\ x",
+            "* @a :: : < > || && N'a' { \\ x # <= <> != % ^ div is sounds --x",
         )
         .split(' ')
         .collect();
@@ -604,6 +624,20 @@ mod tests {
             detected += usize::from(whole);
         }
         assert!(detected > 15_000, "{detected} lines detected");
+        // An evil token after a first operator or two barewords makes the fingerprint `X`,
+        // which is listed: the stop must not end these (nor `detect_exhaustively`, the
+        // reference above).
+        for shape in [
+            "< a /* x /* y */",
+            "< a {``.``.id}",
+            "foo bar /* x /* y */",
+            "foo bar {``.``.id}",
+        ] {
+            assert!(
+                SqliState::new(shape.as_bytes(), SqliFlags::FLAG_NONE).detect(),
+                "{shape}"
+            );
+        }
     }
 
     #[test]

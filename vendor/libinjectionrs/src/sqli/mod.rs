@@ -1012,13 +1012,11 @@ impl<'a> SqliState<'a> {
             // Portcullis: once the first two tokens are final and no listed fingerprint begins
             // with them, the rest of the folding cannot make one: the fingerprint is left empty,
             // which no lookup finds, as the whole one would not be found.
-            if left == 0 && self.stop_unlisted && self.first_tokens_rule_out_listed() {
-                self.stats_comment_c = tokenizer.stats_comment_c;
-                self.stats_comment_ddw = tokenizer.stats_comment_ddw;
-                self.stats_comment_ddx = tokenizer.stats_comment_ddx;
-                self.stats_comment_hash = tokenizer.stats_comment_hash;
-                self.tokens.clear();
-                return 0;
+            if left == 0
+                && self.stop_unlisted
+                && (self.first_token_rules_out_listed() || self.first_tokens_rule_out_listed())
+            {
+                return self.stop_unlisted_folding(&tokenizer);
             }
 
             // no folding -- assume left-most token is good, now use the existing 2 tokens -- do not get another
@@ -1073,6 +1071,38 @@ impl<'a> SqliState<'a> {
         left
     }
     
+    /// Portcullis: the folding's end when its fingerprint can no longer be a listed one: the
+    /// comments read so far are counted, for the MySQL reparse, and the fingerprint is left
+    /// empty, which no lookup finds.
+    fn stop_unlisted_folding(&mut self, tokenizer: &SqliTokenizer) -> usize {
+        self.stats_comment_c = tokenizer.stats_comment_c;
+        self.stats_comment_ddw = tokenizer.stats_comment_ddw;
+        self.stats_comment_ddx = tokenizer.stats_comment_ddx;
+        self.stats_comment_hash = tokenizer.stats_comment_hash;
+        self.tokens.clear();
+        0
+    }
+
+    /// Portcullis: whether the first folded token is an operator of symbols (`<` of markup,
+    /// `*` of Markdown, `=`, `#` in ANSI) and no listed fingerprint begins with an operator.
+    /// Asked where `first_tokens_rule_out_listed` is. Such a token stays first and an
+    /// operator: the rules that replace or retype the first token need another type there (a
+    /// number, a bareword, a type, a collation, a backslash), or an operator of letters, which
+    /// may still change after the folding moves on (`LIKE \ (` drops the backslash later and
+    /// makes `LIKE` a function; `NOT`, `IS` and the other first words of two-word keywords
+    /// merge); `operator X operator` folds into the first, and the other rules drop tokens
+    /// after it. Comments read so far are counted before stopping, so the MySQL reparse is
+    /// decided as before for them. A later comment does not change how the tokens before it
+    /// read, and only `#` and `--` read differently in the two dialects, and those are
+    /// comments the first phase has counted or an operator (`#` in ANSI) whose reading counts
+    /// it: the reparse, if any, starts with the same operator and stops there as well.
+    fn first_token_rules_out_listed(&self) -> bool {
+        let first = &self.token_vec[0];
+        first.token_type == TokenType::Operator
+            && !first.value().iter().any(u8::is_ascii_alphabetic)
+            && !sqli_data::fingerprint_may_start_with_class(b'o')
+    }
+
     /// Portcullis: whether the first two folded tokens can no longer change and no listed
     /// fingerprint begins with them. Asked when the folding first moves past the first token,
     /// so every rule on the first two (and a third) has been tried and none applied. They stay

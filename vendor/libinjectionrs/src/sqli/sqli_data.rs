@@ -33,6 +33,25 @@ impl CharType {
 pub fn get_char_type(ch: u8) -> CharType {
     CHAR_MAP[ch as usize]
 }
+/// Whether some fingerprint in the table begins with the token class `first` (a fingerprint
+/// letter, any case).
+///
+/// Portcullis: `SqliState::detect` stops folding a fingerprint whose first token is a final
+/// operator when none begins with `o`; built from the table, so it never rules out a
+/// fingerprint the lookup would find.
+pub fn fingerprint_may_start_with_class(first: u8) -> bool {
+    static FIRSTS: std::sync::LazyLock<[bool; 256]> = std::sync::LazyLock::new(|| {
+        let mut firsts = [false; 256];
+        for keyword in SQL_KEYWORDS.iter().filter(|keyword| keyword.token_type == b'F') {
+            if let [b'0', first, ..] = keyword.word.as_bytes() {
+                firsts[usize::from(first.to_ascii_uppercase())] = true;
+            }
+        }
+        firsts
+    });
+    FIRSTS[usize::from(first.to_ascii_uppercase())]
+}
+
 /// Whether some fingerprint in the table begins with the two token classes `first` and
 /// `second` (as fingerprint letters, any case).
 ///
