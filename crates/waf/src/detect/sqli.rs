@@ -213,12 +213,36 @@ fn may_match_pattern(form: &Form<'_>) -> bool {
             &STACKED_STATEMENTS,
         )
         || form.holds_pair(*b"::")
-        || form.holds_any(ByteSet::of(b"'`")) && form.holds_any(ByteSet::of(b"#-*"))
+        || form.holds_any(ByteSet::of(b"'`"))
+            && form.holds_any(ByteSet::of(b"#-*"))
+            && may_break_into_comment(form.bytes())
         || form.holds_any(ByteSet::range(b'0', b'9'))
             && form.find_ignoring_ascii_case(b"by").is_some()
         || [&b"union"[..], b"into"]
             .iter()
             .any(|word| form.find_ignoring_ascii_case(word).is_some())
+}
+
+/// Whether `bytes` begins as `QUOTE_BREAKOUT` needs: a run of word bytes, `@`, `.` and `-`
+/// (an e-mail address, a number, a name), a quote or backtick, spaces, `;` and `)`, then a
+/// comment's first byte. A name or sentence with an apostrophe after a space (`Mary-Kate
+/// O'Neil`) does not.
+fn may_break_into_comment(bytes: &[u8]) -> bool {
+    fn skip(bytes: &[u8], skipped: impl Fn(&u8) -> bool) -> &[u8] {
+        &bytes[bytes.iter().take_while(|byte| skipped(byte)).count()..]
+    }
+    let is_prefix =
+        |byte: &u8| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'@' | b'.' | b'-');
+    let Some(quote) = bytes.iter().position(|byte| !is_prefix(byte)) else {
+        return false;
+    };
+    if !matches!(bytes[quote], b'\'' | b'`') {
+        return false;
+    }
+    let rest = skip(&bytes[quote + 1..], is_pattern_space);
+    let rest = skip(rest, |byte| matches!(byte, b';' | b')'));
+    let rest = skip(rest, is_pattern_space);
+    matches!(rest.first(), Some(b'-' | b'#' | b'/'))
 }
 
 /// The statements `STACKED_QUERY` looks for after a `;` (`exec` also starts `execute`).
@@ -514,6 +538,18 @@ mod tests {
                 lines.push(format!("a'{operator}'b").into_bytes());
                 lines.push(format!("x'{space} {operator} {space}'1").into_bytes());
             }
+        }
+        // Each way `QUOTE_BREAKOUT` reaches a comment after its quote.
+        for breakout in [
+            "admin'--",
+            "admin' -- x",
+            "admin');--",
+            "a.b@c-d_1' ;) \t#x",
+            "x`/*",
+            "'#",
+            "1'\x0b)\x0c--",
+        ] {
+            lines.push(breakout.as_bytes().to_vec());
         }
         let (mut patterns, mut quote_operators) = (0, 0);
         for line in lines {
