@@ -24,6 +24,11 @@ pub(super) fn parse<'a>(
         strings_of_prefix(body, leaves);
         return Ok(());
     }
+    // Every leaf is a string, which takes two quotes: room for them all at once, where
+    // growing the list copied it each time (bounded by the limit, past which the body is
+    // refused anyway).
+    let quotes = memchr::memchr_iter(b'"', body).count();
+    leaves.reserve((quotes / 2).min(super::MAX_LEAVES + 1));
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     // Most paths fit, and each growth would copy the path.
     let mut path = String::with_capacity(64);
