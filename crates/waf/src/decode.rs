@@ -158,7 +158,18 @@ pub fn decode(raw: &[u8], already_decoded: bool) -> Decoded<'_> {
         evasions.insert(Evasions::INVALID_UTF8);
     }
     let markup = if present.intersects(ByteSet::of(b"&\\")) && may_hold_escapes(&text) {
-        let decoded = decode_escapes(&decode_entities(&text));
+        // Each pass copies the value: one without its marker is left out (entities can make a
+        // `\\`, so the escapes are asked of what the entities gave).
+        let entities: Cow<'_, [u8]> = if present.contains(b'&') {
+            Cow::Owned(decode_entities(&text))
+        } else {
+            Cow::Borrowed(&text)
+        };
+        let decoded = if memchr::memchr(b'\\', &entities).is_some() {
+            decode_escapes(&entities)
+        } else {
+            entities.into_owned()
+        };
         (decoded != *text).then_some(decoded)
     } else {
         None
@@ -341,109 +352,119 @@ const NAMED_ENTITIES: &[(&[u8], u8)] = &[
 ];
 
 /// Decodes `&#60;`, `&#x3c;` (with or without `;`, any number of leading zeros, as browsers
-/// do) and the named entities above.
+/// do) and the named entities above. The bytes between two `&` are copied as one run.
 fn decode_entities(input: &[u8]) -> Vec<u8> {
+    decode_at_each(input, b'&', decode_entity_at)
+}
+
+/// Decodes JS escapes (`\x3c`, `\u003c`, `\u{3c}`) and CSS escapes (`\3c `, `\00003c`). The
+/// bytes between two `\` are copied as one run.
+fn decode_escapes(input: &[u8]) -> Vec<u8> {
+    decode_at_each(input, b'\\', decode_escape_at)
+}
+
+/// `input` with each `marker` handed to `decode_at`, which pushes what the sequence starting
+/// there decodes to and says how many bytes it took; the runs between markers are copied.
+fn decode_at_each(
+    input: &[u8],
+    marker: u8,
+    decode_at: fn(&[u8], usize, &mut Vec<u8>) -> usize,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
-    while i < input.len() {
-        if input[i] != b'&' {
-            out.push(input[i]);
-            i += 1;
-            continue;
-        }
-        let rest = &input[i + 1..];
-        if let [b'#', tail @ ..] = rest {
-            let (hex, digits_at) = match tail {
-                [b'x' | b'X', ..] => (true, 1),
-                _ => (false, 0),
-            };
-            let digits = &tail[digits_at..];
-            let count = digits
-                .iter()
-                .take(16)
-                .take_while(|byte| {
-                    if hex {
-                        byte.is_ascii_hexdigit()
-                    } else {
-                        byte.is_ascii_digit()
-                    }
-                })
-                .count();
-            if count > 0 {
-                let radix = if hex { 16 } else { 10 };
-                let code = digits[..count].iter().fold(0u32, |acc, &byte| {
-                    acc.saturating_mul(radix)
-                        .saturating_add(char::from(byte).to_digit(radix).unwrap_or(0))
-                });
-                push_char(&mut out, code);
-                let mut consumed = 1 + 1 + digits_at + count;
-                if input.get(i + consumed) == Some(&b';') {
-                    consumed += 1;
-                }
-                i += consumed;
-                continue;
-            }
-        } else if let Some((name, byte)) = NAMED_ENTITIES.iter().find(|(name, _)| {
-            rest.len() > name.len()
-                && rest[..name.len()].eq_ignore_ascii_case(name)
-                && rest[name.len()] == b';'
-        }) {
-            out.push(*byte);
-            i += 1 + name.len() + 1;
-            continue;
-        }
-        out.push(b'&');
-        i += 1;
+    while let Some(run) = memchr::memchr(marker, &input[i..]) {
+        out.extend_from_slice(&input[i..i + run]);
+        i += run;
+        i += decode_at(input, i, &mut out);
     }
+    out.extend_from_slice(&input[i..]);
     out
 }
 
-/// Decodes JS escapes (`\x3c`, `\u003c`, `\u{3c}`) and CSS escapes (`\3c `, `\00003c`).
-fn decode_escapes(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] != b'\\' {
-            out.push(input[i]);
-            i += 1;
-            continue;
+/// The entity at `input[i]` (an `&`): pushes what it decodes to, or the `&` alone, and returns
+/// how many bytes it took.
+fn decode_entity_at(input: &[u8], i: usize, out: &mut Vec<u8>) -> usize {
+    let rest = &input[i + 1..];
+    if let [b'#', tail @ ..] = rest {
+        let (hex, digits_at) = match tail {
+            [b'x' | b'X', ..] => (true, 1),
+            _ => (false, 0),
+        };
+        let digits = &tail[digits_at..];
+        let count = digits
+            .iter()
+            .take(16)
+            .take_while(|byte| {
+                if hex {
+                    byte.is_ascii_hexdigit()
+                } else {
+                    byte.is_ascii_digit()
+                }
+            })
+            .count();
+        if count > 0 {
+            let radix = if hex { 16 } else { 10 };
+            let code = digits[..count].iter().fold(0u32, |acc, &byte| {
+                acc.saturating_mul(radix)
+                    .saturating_add(char::from(byte).to_digit(radix).unwrap_or(0))
+            });
+            push_char(out, code);
+            let mut consumed = 1 + 1 + digits_at + count;
+            if input.get(i + consumed) == Some(&b';') {
+                consumed += 1;
+            }
+            return consumed;
         }
-        let rest = &input[i + 1..];
-        match rest {
-            [b'x', tail @ ..] if hex_prefix(tail, 2).1 == 2 => {
-                push_char(&mut out, hex_prefix(tail, 2).0);
-                i += 4;
+    } else if let Some((name, byte)) = NAMED_ENTITIES.iter().find(|(name, _)| {
+        rest.len() > name.len()
+            && rest[..name.len()].eq_ignore_ascii_case(name)
+            && rest[name.len()] == b';'
+    }) {
+        out.push(*byte);
+        return 1 + name.len() + 1;
+    }
+    out.push(b'&');
+    1
+}
+
+/// The escape at `input[i]` (a `\`): pushes what it decodes to, or the `\` alone, and returns
+/// how many bytes it took.
+fn decode_escape_at(input: &[u8], i: usize, out: &mut Vec<u8>) -> usize {
+    let rest = &input[i + 1..];
+    match rest {
+        [b'x', tail @ ..] if hex_prefix(tail, 2).1 == 2 => {
+            push_char(out, hex_prefix(tail, 2).0);
+            4
+        }
+        [b'u', b'{', tail @ ..] => {
+            let (code, digits) = hex_prefix(tail, 6);
+            if digits > 0 && tail.get(digits) == Some(&b'}') {
+                push_char(out, code);
+                3 + digits + 1
+            } else {
+                out.push(b'\\');
+                1
             }
-            [b'u', b'{', tail @ ..] => {
-                let (code, digits) = hex_prefix(tail, 6);
-                if digits > 0 && tail.get(digits) == Some(&b'}') {
-                    push_char(&mut out, code);
-                    i += 3 + digits + 1;
-                } else {
-                    out.push(b'\\');
-                    i += 1;
+        }
+        [b'u', tail @ ..] if hex_prefix(tail, 4).1 == 4 => {
+            push_char(out, hex_prefix(tail, 4).0);
+            6
+        }
+        _ => {
+            let (code, digits) = hex_prefix(rest, 6);
+            if digits > 0 {
+                push_char(out, code);
+                let mut consumed = 1 + digits;
+                if matches!(input.get(i + consumed), Some(b' ' | b'\t' | b'\n')) {
+                    consumed += 1;
                 }
-            }
-            [b'u', tail @ ..] if hex_prefix(tail, 4).1 == 4 => {
-                push_char(&mut out, hex_prefix(tail, 4).0);
-                i += 6;
-            }
-            _ => {
-                let (code, digits) = hex_prefix(rest, 6);
-                if digits > 0 {
-                    push_char(&mut out, code);
-                    i += 1 + digits;
-                    if matches!(input.get(i), Some(b' ' | b'\t' | b'\n')) {
-                        i += 1;
-                    }
-                } else {
-                    out.push(b'\\');
-                    i += 1;
-                }
+                consumed
+            } else {
+                out.push(b'\\');
+                1
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -459,6 +480,56 @@ mod tests {
             let changes = percent_decode(value).0 != value;
             assert_eq!(holds_percent_escape(value), changes, "{value:?}");
         });
+    }
+
+    /// The decoders as they were, a byte at a time: what copying runs must give.
+    fn decode_at_each_by_byte(
+        input: &[u8],
+        marker: u8,
+        decode_at: fn(&[u8], usize, &mut Vec<u8>) -> usize,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < input.len() {
+            if input[i] == marker {
+                i += decode_at(input, i, &mut out);
+            } else {
+                out.push(input[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Copying the runs between markers decodes every string of up to six bytes of entity and
+    /// escape syntax as the byte-at-a-time loop did.
+    #[test]
+    fn copying_runs_decodes_as_byte_by_byte() {
+        crate::every_string(b"&#x3;a\\u{} ", 6, |value| {
+            assert_eq!(
+                decode_entities(value),
+                decode_at_each_by_byte(value, b'&', decode_entity_at),
+                "{value:?}"
+            );
+            assert_eq!(
+                decode_escapes(value),
+                decode_at_each_by_byte(value, b'\\', decode_escape_at),
+                "{value:?}"
+            );
+        });
+        for value in [
+            &b"&lt;&amp;&quot;x&#60&#x3c;"[..],
+            b"\\3c \\u003c\\u{3c}\\x3c\\",
+        ] {
+            assert_eq!(
+                decode_entities(value),
+                decode_at_each_by_byte(value, b'&', decode_entity_at)
+            );
+            assert_eq!(
+                decode_escapes(value),
+                decode_at_each_by_byte(value, b'\\', decode_escape_at)
+            );
+        }
     }
 
     #[test]
@@ -521,6 +592,9 @@ mod tests {
         );
         let decoded = decode(br"\3c svg\3e", true);
         assert_eq!(decoded.markup.as_deref(), Some(&b"<svg>"[..]));
+        // An entity that makes a backslash, which then starts an escape.
+        let decoded = decode(b"&#92;x3cscript&bsol;x3e", true);
+        assert_eq!(decoded.markup.as_deref(), Some(&b"<script>"[..]));
     }
 
     #[test]
