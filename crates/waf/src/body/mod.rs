@@ -90,22 +90,25 @@ pub fn parse<'a>(
     complete: bool,
 ) -> Result<ParsedBody<'a>, BodyError> {
     let mut parsed = ParsedBody::default();
+    // JSON keys that are words: not leaves, but counted toward the limit.
+    let mut word_keys = 0;
     match kind {
         BodyKind::UrlEncoded => push_urlencoded(&mut parsed.leaves, Location::Body, body),
         BodyKind::Multipart { boundary } => {
             multipart::parse(boundary.as_bytes(), body, complete, &mut parsed.leaves)?
         }
-        BodyKind::Json => json::parse(body, complete, &mut parsed.leaves)?,
+        BodyKind::Json => word_keys = json::parse(body, complete, &mut parsed.leaves)?,
         BodyKind::Xml => xml::parse(body, complete, &mut parsed)?,
-        BodyKind::Unlabelled => {
-            if json::parse(body, complete, &mut parsed.leaves).is_err() {
+        BodyKind::Unlabelled => match json::parse(body, complete, &mut parsed.leaves) {
+            Ok(words) => word_keys = words,
+            Err(_) => {
                 parsed.leaves.clear();
                 push_urlencoded(&mut parsed.leaves, Location::Body, body);
             }
-        }
+        },
         BodyKind::Opaque => {}
     }
-    if parsed.leaves.len() > MAX_LEAVES {
+    if parsed.leaves.len() + word_keys > MAX_LEAVES {
         return Err(BodyError::TooManyLeaves);
     }
     Ok(parsed)
@@ -114,6 +117,26 @@ pub fn parse<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// JSON keys that are words are not leaves, but a body is refused past the limit all the
+    /// same: the count is of keys and values, as before.
+    #[test]
+    fn the_leaf_limit_counts_word_keys() {
+        let members = |count: usize| {
+            let members: Vec<String> = (0..count).map(|n| format!("\"k{n}\":1")).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        let at_limit = members(MAX_LEAVES);
+        let parsed = parse(&BodyKind::Json, at_limit.as_bytes(), true);
+        assert!(parsed.is_ok_and(|parsed| parsed.leaves.is_empty()));
+        let over = members(MAX_LEAVES + 1);
+        for kind in [BodyKind::Json, BodyKind::Unlabelled] {
+            assert_eq!(
+                parse(&kind, over.as_bytes(), true).err(),
+                Some(BodyError::TooManyLeaves)
+            );
+        }
+    }
 
     #[test]
     fn content_types_pick_parsers() {

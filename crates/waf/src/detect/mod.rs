@@ -346,6 +346,12 @@ pub fn may_hit(form: &Form<'_>) -> bool {
     !form.present().is_subset(WORD_BYTES)
 }
 
+/// Whether `bytes` are word bytes alone (`WORD_BYTES`), which no detector reads as an attack
+/// (`may_hit`): a JSON key of them is counted, not made a leaf.
+pub(crate) fn is_word(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&byte| WORD_BYTES.contains(byte))
+}
+
 /// The bytes a pattern's `\s` matches: ASCII whitespace with the vertical tab (which
 /// `u8::is_ascii_whitespace` leaves out), since patterns are compiled without Unicode.
 pub(crate) const PATTERN_SPACE: ByteSet = ByteSet::of(b" \t\n\x0b\x0c\r");
@@ -544,6 +550,7 @@ mod tests {
             b"a\x00b",
         ] {
             assert!(may_hit(&Form::new(witness)), "{witness:?}");
+            assert!(!is_word(witness), "{witness:?}");
             assert_ne!(every_hit(witness), Vec::<u32>::new(), "{witness:?}");
         }
         for word in &words {
@@ -552,6 +559,7 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(word)
             );
+            assert!(is_word(word), "{:?}", String::from_utf8_lossy(word));
             assert_eq!(
                 every_hit(word),
                 Vec::<u32>::new(),
