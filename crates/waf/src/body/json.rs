@@ -1,9 +1,9 @@
 //! JSON bodies: every string value and every object key is a leaf, named by its path
-//! (`user.addresses[0].street`), but a key of letters, digits and `_` alone, which no detector
-//! reads as an attack (`detect::may_hit`): most keys are such words, and a leaf is an
-//! allocation and a pass of the decoder. Those keys still count toward the leaf limit.
-//! Numbers, booleans and nulls cannot carry a payload and are skipped. serde_json bounds
-//! nesting at 128 levels.
+//! (`user.addresses[0].street`). A key of letters, digits and `_` alone is counted toward the
+//! leaf limit but not made a leaf: no detector reads such a word as an attack
+//! (`detect::may_hit`), most keys are one, and a leaf costs an allocation and a pass of the
+//! decoder. Numbers, booleans and nulls cannot carry a payload and are skipped. serde_json
+//! bounds nesting at 128 levels.
 //!
 //! The body is walked as serde_json parses it, without building a `Value`: leaves borrow the
 //! body's bytes where the JSON string has no escapes, members are read in document order, and

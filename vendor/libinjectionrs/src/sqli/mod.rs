@@ -1009,9 +1009,10 @@ impl<'a> SqliState<'a> {
                 // NOTE: C version falls through here - no continue
             }
             
-            // Portcullis: once the first two tokens are final and no listed fingerprint begins
-            // with them, the rest of the folding cannot make one: the fingerprint is left empty,
-            // which no lookup finds, as the whole one would not be found.
+            // Portcullis: once the first token (an operator of symbols) or the first two tokens
+            // are final and no listed fingerprint begins with them, the rest of the folding
+            // cannot make one: the fingerprint is left empty, which no lookup finds, as the
+            // whole one would not be found.
             if left == 0
                 && self.stop_unlisted
                 && (self.first_token_rules_out_listed() || self.first_tokens_rule_out_listed())
