@@ -28,11 +28,10 @@ pub(super) fn parse<'a>(
         strings_of_prefix(body, leaves);
         return Ok(0);
     }
-    // Every leaf is a string, which takes two quotes: room for them all at once, where
-    // growing the list copied it each time (bounded by the limit, past which the body is
-    // refused anyway).
-    let quotes = memchr::memchr_iter(b'"', body).count();
-    leaves.reserve((quotes / 2).min(super::MAX_LEAVES + 1));
+    // Room for a leaf per 16 bytes at once, where growing the list copied it each time: a
+    // leaf is a string of its own, with its quotes and key (bounded by the limit, past which
+    // the body is refused anyway).
+    leaves.reserve((body.len() / 16 + 1).min(super::MAX_LEAVES + 1));
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     // Most paths fit, and each growth would copy the path.
     let mut path = String::with_capacity(64);
