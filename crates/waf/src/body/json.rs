@@ -192,22 +192,11 @@ fn cow_bytes(text: Cow<'_, str>) -> Cow<'_, [u8]> {
     }
 }
 
-/// Appends `[index]` to `path`. `write!` through `fmt` cost more than the rest of a short
-/// array's walk.
+/// Appends `[index]` to `path`, the number written by `itoa` (as the gateway writes its
+/// numbers): `write!` through `fmt` cost more than the rest of a short array's walk.
 fn push_index(path: &mut String, index: usize) {
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    let mut rest = index;
-    loop {
-        start -= 1;
-        digits[start] = b"0123456789"[rest % 10];
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
     path.push('[');
-    path.extend(digits[start..].iter().map(|&digit| char::from(digit)));
+    path.push_str(itoa::Buffer::new().format(index));
     path.push(']');
 }
 
