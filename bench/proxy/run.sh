@@ -112,8 +112,9 @@ for port in $TARGETS; do
   curl -fsS -o /dev/null "http://127.0.0.1:$port/" || { echo "port $port not answering" >&2; cat "$WORK/portcullis.err" >&2; exit 1; }
 done
 
-# CPU time (ticks of 1/CLK_TCK s) used so far by the processes in $@, all threads included.
-cpu_ticks() { local total=0; for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done; echo "$total"; }
+# CPU time (ticks of 1/CLK_TCK s) used so far by the processes in $@, all threads included:
+# "user system".
+cpu_ticks() { for pid in "$@"; do awk '{ print $14, $15 }' "/proc/$pid/stat"; done | awk '{ u += $1; s += $2 } END { print u + 0, s + 0 }'; }
 # The processes serving a port: the nginx master and its workers, or Portcullis.
 pids_of() {
   case "$1" in
@@ -126,9 +127,11 @@ pids_of() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-# Each target: a short warm-up, then the measured run. Prints "rps p50_ms p99_ms cpu_us_per_request":
-# the last is the CPU the target itself spent per request, which the load generator and the
-# other processes sharing the cores disturb far less than the rate does.
+# Each target: a short warm-up, then the measured run. Prints "rps p50_ms p99_ms
+# cpu_us_per_request user_us_per_request": the CPU the target itself spent per request, which
+# the load generator and the other processes sharing the cores disturb far less than the rate
+# does, and its part in user space (the rest is the kernel's: on loopback, mostly the TCP
+# stack, which every proxy here pays alike for its two reads and two writes a request).
 measure() {
   wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$1/bench" >/dev/null
   local pids before after
@@ -138,12 +141,12 @@ measure() {
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$1/bench" > "$WORK/wrk.$1"
   # shellcheck disable=SC2086
   after=$(cpu_ticks $pids)
-  awk -v ticks=$((after - before)) -v hz="$CLK_TCK" '
+  awk -v ticks=$(( ${after% *} + ${after#* } - ${before% *} - ${before#* } )) -v user=$(( ${after% *} - ${before% *} )) -v hz="$CLK_TCK" '
     /Requests\/sec/ { rps = $2 }
     / requests in / { n = $1 }
     /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    END { printf "%.0f %.3f %.3f %.1f\n", rps, ms(p50), ms(p99), ticks / hz * 1e6 / n }' "$WORK/wrk.$1"
+    END { printf "%.0f %.3f %.3f %.1f %.1f\n", rps, ms(p50), ms(p99), ticks / hz * 1e6 / n, user / hz * 1e6 / n }' "$WORK/wrk.$1"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -156,27 +159,34 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 col() { awk -v c="$2" '{ print $c }' "$WORK/results.$1" | median; }
-up_rps=$(col $UPSTREAM_PORT 1); up_p50=$(col $UPSTREAM_PORT 2); up_p99=$(col $UPSTREAM_PORT 3); up_cpu=$(col $UPSTREAM_PORT 4)
-ng_rps=$(col $NGINX_PORT 1); ng_p50=$(col $NGINX_PORT 2); ng_p99=$(col $NGINX_PORT 3); ng_cpu=$(col $NGINX_PORT 4)
-pc_rps=$(col $PORTCULLIS_PORT 1); pc_p50=$(col $PORTCULLIS_PORT 2); pc_p99=$(col $PORTCULLIS_PORT 3); pc_cpu=$(col $PORTCULLIS_PORT 4)
-fl_rps=$(col $FLOOR_PORT 1); fl_p50=$(col $FLOOR_PORT 2); fl_p99=$(col $FLOOR_PORT 3); fl_cpu=$(col $FLOOR_PORT 4)
+up_rps=$(col $UPSTREAM_PORT 1)
+ng_rps=$(col $NGINX_PORT 1); ng_p99=$(col $NGINX_PORT 3); ng_cpu=$(col $NGINX_PORT 4); ng_user=$(col $NGINX_PORT 5)
+pc_rps=$(col $PORTCULLIS_PORT 1); pc_p99=$(col $PORTCULLIS_PORT 3); pc_cpu=$(col $PORTCULLIS_PORT 4); pc_user=$(col $PORTCULLIS_PORT 5)
+fl_rps=$(col $FLOOR_PORT 1); fl_cpu=$(col $FLOOR_PORT 4)
 
+# row LABEL PORT: the medians of a target and its rate in each round.
+row() {
+  printf '%-18s %9s %8s %8s %12s %12s   %s\n' "$1" "$(col "$2" 1)" "$(col "$2" 2)" "$(col "$2" 3)" "$(col "$2" 4)" \
+    "$(col "$2" 5)" "$(cut -d' ' -f1 "$WORK/results.$2" | tr '\n' ' ')"
+}
 echo "bench/proxy: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS rounds, $(nproc) cores, ${WORKERS:-default} worker(s) per proxy, $(date -u +%FT%TZ)"
-printf '%-18s %9s %8s %8s %12s   %s\n' target req/s p50_ms p99_ms cpu_us/req "req/s of each round"
-printf '%-18s %9s %8s %8s %12s   %s\n' "upstream direct" "$up_rps" "$up_p50" "$up_p99" "$up_cpu" "$(cut -d' ' -f1 "$WORK/results.$UPSTREAM_PORT" | tr '\n' ' ')"
-printf '%-18s %9s %8s %8s %12s   %s\n' "nginx proxy" "$ng_rps" "$ng_p50" "$ng_p99" "$ng_cpu" "$(cut -d' ' -f1 "$WORK/results.$NGINX_PORT" | tr '\n' ' ')"
-printf '%-18s %9s %8s %8s %12s   %s\n' "portcullis" "$pc_rps" "$pc_p50" "$pc_p99" "$pc_cpu" "$(cut -d' ' -f1 "$WORK/results.$PORTCULLIS_PORT" | tr '\n' ' ')"
-printf '%-18s %9s %8s %8s %12s   %s\n' "bare hyper proxy" "$fl_rps" "$fl_p50" "$fl_p99" "$fl_cpu" "$(cut -d' ' -f1 "$WORK/results.$FLOOR_PORT" | tr '\n' ' ')"
-awk -v pr="$pc_rps" -v nr="$ng_rps" -v pp="$pc_p99" -v np="$ng_p99" -v ur="$up_rps" -v pc="$pc_cpu" -v nc="$ng_cpu" -v fr="$fl_rps" -v fc="$fl_cpu" 'BEGIN {
-  printf "portcullis/nginx cpu per request: %.2fx (lower is better)\n", pc / nc
+printf '%-18s %9s %8s %8s %12s %12s   %s\n' target req/s p50_ms p99_ms cpu_us/req user_us/req "req/s of each round"
+row "upstream direct" $UPSTREAM_PORT
+row "nginx proxy" $NGINX_PORT
+row "portcullis" $PORTCULLIS_PORT
+row "bare hyper proxy" $FLOOR_PORT
+awk -v pr="$pc_rps" -v nr="$ng_rps" -v pp="$pc_p99" -v np="$ng_p99" -v ur="$up_rps" -v pc="$pc_cpu" -v nc="$ng_cpu" -v fr="$fl_rps" -v fc="$fl_cpu" -v pu="$pc_user" -v nu="$ng_user" 'BEGIN {
+  printf "portcullis/nginx cpu per request: %.2fx (lower is better); in user space %.2fx, in the kernel %.2fx\n", pc / nc, pu / nu, (pc - pu) / (nc - nu)
   printf "portcullis/nginx req/s: %.2fx (goal >= 1.0x)\n", pr / nr
   printf "portcullis/nginx p99:   %.2fx (goal <= 1.2x)\n", pp / np
   printf "nginx/upstream req/s:   %.2fx; portcullis/upstream req/s: %.2fx\n", nr / ur, pr / ur
   printf "bare hyper/nginx req/s: %.2fx; portcullis/bare hyper req/s: %.2fx, cpu per request %.2fx\n", fr / nr, pr / fr, pc / fc
+  # A proxy whose workers are all busy is held by its own CPU, not by the machine.
+  printf "cores kept busy: nginx %.2f, portcullis %.2f, bare hyper %.2f (one worker)\n", nr * nc / 1e6, pr * pc / 1e6, fr * fc / 1e6
 }'
 if [ -n "$BASELINE" ]; then
   bl_rps=$(col $BASELINE_PORT 1); bl_p99=$(col $BASELINE_PORT 3); bl_cpu=$(col $BASELINE_PORT 4)
-  printf '%-18s %9s %8s %8s %12s   %s\n' "baseline" "$bl_rps" "$(col $BASELINE_PORT 2)" "$bl_p99" "$bl_cpu" "$(cut -d' ' -f1 "$WORK/results.$BASELINE_PORT" | tr '\n' ' ')"
+  row "baseline" $BASELINE_PORT
   awk -v pr="$pc_rps" -v br="$bl_rps" -v pc="$pc_cpu" -v bc="$bl_cpu" -v pp="$pc_p99" -v bp="$bl_p99" 'BEGIN {
     printf "portcullis/baseline req/s: %.3fx, cpu per request %.3fx, p99 %.2fx\n", pr / br, pc / bc, pp / bp
   }'
