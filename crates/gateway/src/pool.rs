@@ -10,8 +10,9 @@
 //! Each connection runs as a task of its own. Polling it from the request's task instead (so
 //! that an exchange is one task, not two) was measured and is slower: hyper's client signals
 //! that it wants the next message or body chunk by waking whoever polled it, which then was the
-//! client connection's whole future, polled four times a request instead of twice (50,840
-//! instructions per proxied request against 47,125, bench/proxy/instructions.sh).
+//! downstream connection's whole future (hyper's server side, the gateway's stages and the
+//! exchange), polled four times a request instead of twice (50,840 instructions per proxied
+//! request against 47,125, bench/proxy/instructions.sh).
 //!
 //! What the legacy client did and this keeps:
 //! - a request that a reused connection could not take (the upstream had closed it while it
