@@ -1,12 +1,16 @@
 # Sourced by the bench scripts: installs nginx and wrk from Debian's packages if missing,
-# builds the release binary into $BIN, makes a scratch folder $WORK, and on exit runs the
-# commands in CLEANUP, kills the processes in PIDS and every nginx started under $WORK.
+# builds the release binary into $BIN (unless BIN names one already), makes a scratch folder
+# $WORK, and on exit runs the commands in CLEANUP, kills the processes in PIDS and every nginx
+# started under $WORK.
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx wrk >/dev/null
 fi
-cargo build --release -q -p portcullis
-BIN="$PWD/target/release/portcullis"
+# BIN=path/to/portcullis measures that binary instead of building this checkout's.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p portcullis
+  BIN="$PWD/target/release/portcullis"
+fi
 
 WORK="$(mktemp -d)"
 PIDS=()

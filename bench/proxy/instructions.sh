@@ -7,6 +7,7 @@
 #
 # Usage: bash bench/proxy/instructions.sh [top=40]
 # With KEEP=DIR, the callgrind profiles are copied to DIR (for callgrind_annotate --tree=caller).
+# With BIN=FILE, that Portcullis binary is counted instead of this checkout's release build.
 # Each target runs under callgrind; wrk drives it on 127.0.0.1 for 3 s of warm-up and then 10 s
 # with instrumentation on, and the count is divided by the requests wrk completed. Installs
 # valgrind, nginx and wrk from Debian's packages if missing.

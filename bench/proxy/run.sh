@@ -11,7 +11,8 @@
 #      Portcullis over it is what Portcullis' own stages cost,
 # in one run with one load generator (wrk), and prints the ratios.
 #
-# Usage: [WORKERS=N] [CLIENT_LIMIT=off] [BASELINE=path/to/portcullis] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
+# Usage: [WORKERS=N] [CLIENT_LIMIT=off] [BASELINE=path/to/portcullis] [BIN=path/to/portcullis] bench/proxy/run.sh [duration_seconds=10] [connections=64] [rounds=3]
+# BIN=FILE measures that binary as Portcullis instead of building this checkout's release one.
 # BASELINE=FILE also measures another Portcullis binary (an earlier commit's build) with the same
 # config, in the same rounds, and prints this build against it: on a shared 2-core machine the
 # rates drift by 10-20% from run to run, so a change is judged against a baseline measured
