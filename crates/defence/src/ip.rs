@@ -9,9 +9,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use portcullis_core::Clock;
 use portcullis_store::{IpDecisionRow, Store, StoreError};
@@ -206,6 +207,13 @@ impl Snapshot {
             .any(|(net, until)| net.contains(&ip) && until.is_none_or(|until| until > now_ms))
     }
 
+    /// Whether any block, live or not, names `ip`: a pre-check that needs no clock.
+    fn names(&self, ip: IpAddr) -> bool {
+        self.hosts.contains_key(&ip)
+            || self.held.contains_key(&ip)
+            || self.networks.iter().any(|b| b.network.contains(&ip))
+    }
+
     fn blocked(&self, ip: IpAddr, now_ms: i64) -> Option<&Blocked> {
         let live = |b: &&Blocked| b.until_ms.is_none_or(|until| until > now_ms);
         let found = self
@@ -244,7 +252,11 @@ pub struct IpDecisions {
     bans: BanPolicy,
     /// Networks from the configuration that are never blocked automatically.
     allowlist: Vec<IpNet>,
-    snapshot: RwLock<Arc<Snapshot>>,
+    /// Read on every request by every worker: an `ArcSwap` load writes only to this thread's
+    /// own slots, where a read lock and an `Arc` clone each wrote to lines all workers share.
+    snapshot: ArcSwap<Snapshot>,
+    /// Held while a change is made, so that no two changes lose each other.
+    changing: Mutex<()>,
 }
 
 impl std::fmt::Debug for IpDecisions {
@@ -275,7 +287,8 @@ impl IpDecisions {
             clock,
             bans,
             allowlist,
-            snapshot: RwLock::default(),
+            snapshot: ArcSwap::default(),
+            changing: Mutex::new(()),
         });
         decisions.refresh().await?;
         Ok(decisions)
@@ -290,17 +303,19 @@ impl IpDecisions {
         i64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
     }
 
-    fn current(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
     }
 
     /// The block in force for `ip`, if any. No I/O.
     pub fn check(&self, ip: IpAddr) -> Option<Blocked> {
         let ip = canonical(ip);
-        self.current().blocked(ip, self.now_ms()).cloned()
+        let snapshot = self.current();
+        // Nearly every address has no decision at all: the clock is read for those that have.
+        if !snapshot.names(ip) {
+            return None;
+        }
+        snapshot.blocked(ip, self.now_ms()).cloned()
     }
 
     /// Whether `ip` is in an allowlisted network.
@@ -323,14 +338,15 @@ impl IpDecisions {
         Ok(())
     }
 
-    /// Replaces the copy in memory with `next(current)`, under the write lock so that no two
+    /// Replaces the copy in memory with `next(current)`, one change at a time so that no two
     /// changes lose each other.
     fn change(&self, next: impl FnOnce(&Snapshot) -> Snapshot) {
-        let mut slot = self
-            .snapshot
-            .write()
+        let _changing = self
+            .changing
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *slot = Arc::new(next(&slot));
+        let current = self.snapshot.load_full();
+        self.snapshot.store(Arc::new(next(&current)));
     }
 
     /// Holds `ip` in memory at once, for one base ban, until `ban` stores the decision: the
