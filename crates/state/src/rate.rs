@@ -15,7 +15,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// A limit: one request per `interval` on average, `burst` more back to back.
@@ -144,8 +145,13 @@ pub(crate) fn script_args(rule: &RateRule, now_us: Option<u64>) -> (u64, u32, i6
 /// Per-key TATs in this process, in shards so that workers rarely wait on one lock. Keys are
 /// kept as 64-bit keyed hashes (SipHash under a random key): 16 bytes an entry, whatever the
 /// key's length, and no collisions an attacker could aim for.
+///
+/// A key already in the table is updated under the shard's read lock, its TAT by
+/// compare-and-swap: workers limiting one busy client (a flood from one address) never wait
+/// for each other, nor for a worker the kernel preempted while it held a lock. Only a new key
+/// and the eviction it may need take the write lock.
 pub(crate) struct RateTable {
-    shards: Box<[Mutex<Tats>]>,
+    shards: Box<[RwLock<Tats>]>,
     hasher: std::collections::hash_map::RandomState,
     max_per_shard: usize,
     epoch: Instant,
@@ -155,7 +161,7 @@ const SHARDS: usize = 16;
 
 /// TATs by keyed hash. The hash is already SipHash under a secret key, uniform in every bit:
 /// hashing it a second time, as the default hasher would on each lookup, buys nothing.
-type Tats = HashMap<u64, u64, BuildHasherDefault<KeyedHash>>;
+type Tats = HashMap<u64, AtomicU64, BuildHasherDefault<KeyedHash>>;
 
 /// Passes a [`RateTable`] key's hash through as the table's hash.
 #[derive(Default)]
@@ -181,7 +187,7 @@ impl Hasher for KeyedHash {
 impl RateTable {
     pub(crate) fn new(max_keys: usize) -> Arc<Self> {
         Arc::new(Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             max_per_shard: (max_keys / SHARDS).max(16),
             epoch: Instant::now(),
@@ -199,26 +205,44 @@ impl RateTable {
         let hash = self.hasher.hash_one(key);
         let shard = &self.shards[usize::try_from(hash % SHARDS as u64).unwrap_or(0)];
         // A panic while holding the lock leaves plain numbers behind: still usable.
+        if let Some(tat) = shard
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+        {
+            return update(tat, now, rule);
+        }
         let mut tats = shard
-            .lock()
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if tats.len() >= self.max_per_shard && !tats.contains_key(&hash) {
             evict(&mut tats, now, self.max_per_shard);
         }
-        let tat = tats.get(&hash).copied().unwrap_or(0);
-        let (decision, stored) = decide(tat, now, rule);
-        if let Some(stored) = stored {
-            tats.insert(hash, stored);
-        }
-        decision
+        update(tats.entry(hash).or_default(), now, rule)
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map_or(0, |s| s.len()))
+            .map(|s| s.read().map_or(0, |s| s.len()))
             .sum()
+    }
+}
+
+/// Decides on one key's TAT and stores the new one, unless another worker changed it between
+/// the read and the write: then again, from the TAT it left.
+fn update(tat: &AtomicU64, now: u64, rule: &RateRule) -> RateDecision {
+    let mut current = tat.load(Ordering::Acquire);
+    loop {
+        let (decision, stored) = decide(current, now, rule);
+        let Some(stored) = stored else {
+            return decision;
+        };
+        match tat.compare_exchange_weak(current, stored, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return decision,
+            Err(actual) => current = actual,
+        }
     }
 }
 
@@ -226,14 +250,14 @@ impl RateTable {
 /// answer. When a spray of fresh keys leaves none idle, the half closest to idle goes: each of
 /// those may get a fresh burst, the least any forgetting can give away.
 fn evict(tats: &mut Tats, now: u64, max: usize) {
-    tats.retain(|_, tat| *tat > now);
+    tats.retain(|_, tat| *tat.get_mut() > now);
     if tats.len() < max {
         return;
     }
-    let mut values: Vec<u64> = tats.values().copied().collect();
+    let mut values: Vec<u64> = tats.values_mut().map(|tat| *tat.get_mut()).collect();
     let middle = values.len() / 2;
     let cut = *values.select_nth_unstable(middle).1;
-    tats.retain(|_, tat| *tat > cut);
+    tats.retain(|_, tat| *tat.get_mut() > cut);
 }
 
 #[cfg(test)]
@@ -242,6 +266,26 @@ mod tests {
 
     fn rule(per_second: u64, burst: u32) -> RateRule {
         RateRule::per(per_second, Duration::from_secs(1), burst).unwrap_or_else(|| panic!())
+    }
+
+    #[test]
+    fn workers_racing_on_one_key_never_let_more_than_the_burst_through() {
+        let table = RateTable::new(1000);
+        let r = rule(10, 99);
+        let passed: usize = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..200)
+                            .filter(|_| table.check("busy", &r, 1_000_000).allowed)
+                            .count()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap_or(0)).sum()
+        });
+        // No time passes: exactly the first request and its burst, whoever took them.
+        assert_eq!(passed, 100);
     }
 
     #[test]
