@@ -207,30 +207,24 @@ impl Snapshot {
             .any(|(net, until)| net.contains(&ip) && until.is_none_or(|until| until > now_ms))
     }
 
-    /// Whether any block, live or not, names `ip`: a pre-check that needs no clock.
-    fn names(&self, ip: IpAddr) -> bool {
-        self.hosts.contains_key(&ip)
-            || self.held.contains_key(&ip)
-            || self.networks.iter().any(|b| b.network.contains(&ip))
-    }
-
-    fn blocked(&self, ip: IpAddr, now_ms: i64) -> Option<&Blocked> {
-        let live = |b: &&Blocked| b.until_ms.is_none_or(|until| until > now_ms);
+    /// The block in force for `ip`. `now_ms` is called only once a block names `ip`: nearly
+    /// every address has none, and its request then reads no clock.
+    fn blocked(&self, ip: IpAddr, now_ms: impl Fn() -> i64) -> Option<&Blocked> {
+        let live = |b: &&Blocked| b.until_ms.is_none_or(|until| until > now_ms());
         let found = self
-            .stored_block(ip, now_ms)
+            .stored_block(ip, &now_ms)
             .or_else(|| self.held.get(&ip).filter(live))?;
         // An automatic block never holds inside an allowlisted network.
-        (found.origin == Origin::Manual || !self.allowed(ip, now_ms)).then_some(found)
+        (found.origin == Origin::Manual || !self.allowed(ip, now_ms())).then_some(found)
     }
 
     /// The stored block in force for `ip`, allowlist aside.
-    fn stored_block(&self, ip: IpAddr, now_ms: i64) -> Option<&Blocked> {
-        let live = |b: &&Blocked| b.until_ms.is_none_or(|until| until > now_ms);
+    fn stored_block(&self, ip: IpAddr, now_ms: impl Fn() -> i64) -> Option<&Blocked> {
+        let live = |b: &&Blocked| b.until_ms.is_none_or(|until| until > now_ms());
         self.hosts.get(&ip).filter(live).or_else(|| {
             self.networks
                 .iter()
-                .filter(live)
-                .find(|b| b.network.contains(&ip))
+                .find(|b| b.network.contains(&ip) && live(b))
         })
     }
 
@@ -238,7 +232,7 @@ impl Snapshot {
     fn keep_holds(&mut self, earlier: &Self, now_ms: i64) {
         for (ip, held) in &earlier.held {
             let live = held.until_ms.is_none_or(|until| until > now_ms);
-            if live && self.stored_block(*ip, now_ms).is_none() {
+            if live && self.stored_block(*ip, || now_ms).is_none() {
                 self.held.insert(*ip, held.clone());
             }
         }
@@ -310,12 +304,7 @@ impl IpDecisions {
     /// The block in force for `ip`, if any. No I/O.
     pub fn check(&self, ip: IpAddr) -> Option<Blocked> {
         let ip = canonical(ip);
-        let snapshot = self.current();
-        // Nearly every address has no decision at all: the clock is read for those that have.
-        if !snapshot.names(ip) {
-            return None;
-        }
-        snapshot.blocked(ip, self.now_ms()).cloned()
+        self.current().blocked(ip, || self.now_ms()).cloned()
     }
 
     /// Whether `ip` is in an allowlisted network.
@@ -415,7 +404,7 @@ impl IpDecisions {
         reason: &str,
     ) -> Result<Option<Made>, DecisionError> {
         let ip = canonical(ip);
-        let stored = |this: &Self| this.current().stored_block(ip, this.now_ms()).is_some();
+        let stored = |this: &Self| this.current().stored_block(ip, || this.now_ms()).is_some();
         if self.is_allowed(ip) || stored(self) {
             return Ok(None);
         }
@@ -523,18 +512,18 @@ mod tests {
             row("10.1.2.3/32", "block", "ids", None),
             row("10.9.9.9/32", "block", "manual", None),
         ]);
-        assert!(snapshot.blocked(ip("203.0.113.7"), 999).is_some());
+        assert!(snapshot.blocked(ip("203.0.113.7"), || 999).is_some());
         assert!(
-            snapshot.blocked(ip("203.0.113.7"), 1000).is_none(),
+            snapshot.blocked(ip("203.0.113.7"), || 1000).is_none(),
             "expired"
         );
-        assert!(snapshot.blocked(ip("203.0.113.8"), 0).is_none());
-        assert!(snapshot.blocked(ip("198.51.100.200"), 0).is_some());
-        assert!(snapshot.blocked(ip("2001:db8::1:2"), 0).is_some());
-        assert!(snapshot.blocked(ip("2001:db8:0:1::1"), 0).is_none());
+        assert!(snapshot.blocked(ip("203.0.113.8"), || 0).is_none());
+        assert!(snapshot.blocked(ip("198.51.100.200"), || 0).is_some());
+        assert!(snapshot.blocked(ip("2001:db8::1:2"), || 0).is_some());
+        assert!(snapshot.blocked(ip("2001:db8:0:1::1"), || 0).is_none());
         // Automatic blocks never hold in an allowlisted network; an operator's do.
-        assert!(snapshot.blocked(ip("10.1.2.3"), 0).is_none());
-        assert!(snapshot.blocked(ip("10.9.9.9"), 0).is_some());
+        assert!(snapshot.blocked(ip("10.1.2.3"), || 0).is_none());
+        assert!(snapshot.blocked(ip("10.9.9.9"), || 0).is_some());
     }
 
     #[test]
